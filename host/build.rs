@@ -1,1 +1,33 @@
-fn main() {}
+//! Build script: compiles `proto/` with protox (a pure-Rust protobuf compiler, so no
+//! system `protoc` is needed) and builds the example plugins in `plugins/` for
+//! wasm32-unknown-unknown (see `build_plugins.rs`).
+
+#[path = "build_plugins.rs"]
+mod build_plugins;
+
+fn main() {
+    compile_protos();
+    build_plugins::run();
+}
+
+fn compile_protos() {
+    let files = [
+        "../proto/flotilla/v1/client.proto",
+        "../proto/flotilla/v1/admin.proto",
+        "../proto/flotilla/v1/raft.proto",
+    ];
+    for f in &files {
+        println!("cargo:rerun-if-changed={f}");
+    }
+    let descriptors = match protox::compile(files, ["../proto"]) {
+        Ok(d) => d,
+        Err(e) => panic!("cannot compile the protobuf files in proto/: {e}"),
+    };
+    if let Err(e) = tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(descriptors)
+    {
+        panic!("cannot generate Rust code from proto/: {e}");
+    }
+}

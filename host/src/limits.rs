@@ -1,0 +1,76 @@
+//! Every bound in the node, in one place. Queues, batches, messages and the plugin
+//! sandbox all take their limits from here; where two limits relate, a compile-time
+//! assertion says how.
+
+/// Largest command (or query request) a client may send, in bytes. Checked at the API
+/// before anything reaches Raft.
+pub const COMMAND_SIZE_BYTES_MAX: usize = 1024 * 1024;
+/// Largest output a plugin may return from one apply or query, in bytes.
+pub const OUTPUT_SIZE_BYTES_MAX: usize = 1024 * 1024;
+/// Largest gRPC message the server accepts or sends.
+pub const GRPC_MESSAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Largest plugin (wasm bytes) accepted by deploy.
+pub const PLUGIN_SIZE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Chunk size used by the CLI when streaming a plugin to the server.
+pub const PLUGIN_CHUNK_BYTES: usize = 256 * 1024;
+
+/// Commands packed into one raft entry by the leader, at most.
+pub const ENTRY_COMMANDS_MAX: usize = 256;
+/// Bytes of commands packed into one raft entry, at most.
+pub const ENTRY_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Messages one group's mailbox holds before senders are told to back off.
+pub const MAILBOX_CAPACITY: usize = 1024;
+/// Groups that are polled in one store-loop round, at most (the rest wait for the next).
+pub const ROUND_GROUPS_MAX: usize = 4096;
+/// Messages drained from one mailbox per round, at most.
+pub const ROUND_MESSAGES_PER_GROUP_MAX: usize = 1024;
+/// Proposals waiting for apply in one group before new ones get RESOURCE_EXHAUSTED.
+pub const PENDING_PROPOSALS_MAX: usize = 8192;
+/// Committed-but-not-applied entries in one group before new proposals are refused.
+pub const APPLY_LAG_ENTRIES_MAX: u64 = 4096;
+/// Apply tasks queued between the store loop and the apply worker.
+pub const APPLY_QUEUE_CAPACITY: usize = 4096;
+/// Entries kept in a group's raft log after they are applied (compaction keeps the
+/// log from growing without bound).
+pub const LOG_RETAIN_ENTRIES: u64 = 1024;
+/// Groups one node hosts, at most.
+pub const GROUPS_PER_NODE_MAX: usize = 100_000;
+
+/// Milliseconds between raft ticks.
+pub const TICK_INTERVAL_MS: u64 = 100;
+/// Raft election timeout, in ticks.
+pub const ELECTION_TICKS: usize = 10;
+/// Raft heartbeat interval, in ticks.
+pub const HEARTBEAT_TICKS: usize = 2;
+/// Bytes of entries sent in one raft append message.
+pub const RAFT_MESSAGE_BYTES_MAX: u64 = 1024 * 1024;
+/// Append messages in flight per follower.
+pub const RAFT_INFLIGHT_MESSAGES_MAX: usize = 256;
+
+/// Fuel (roughly wasm instructions) one apply or query call may burn.
+pub const PLUGIN_FUEL_PER_CALL: u64 = 200_000_000;
+/// Linear memory one plugin instance may grow to, in bytes.
+pub const PLUGIN_MEMORY_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Wasm call stack available to a plugin, in bytes.
+pub const PLUGIN_STACK_BYTES_MAX: usize = 512 * 1024;
+/// Plugin instances alive at once (the pooling allocator's slots).
+pub const PLUGIN_INSTANCES_MAX: u32 = 64;
+/// Pairs one `kv.scan` call returns, at most (a larger `limit` is capped).
+pub const KV_SCAN_PAIRS_MAX: u32 = 10_000;
+/// Bytes of one key written by a plugin, at most.
+pub const KV_KEY_BYTES_MAX: usize = 16 * 1024;
+/// Bytes of one value written by a plugin, at most.
+pub const KV_VALUE_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Bytes written by one command (sum of keys and values), at most.
+pub const KV_WRITE_BYTES_PER_COMMAND_MAX: usize = 16 * 1024 * 1024;
+/// Bytes of one guest log line kept; the rest is cut.
+pub const GUEST_LOG_LINE_BYTES_MAX: usize = 4 * 1024;
+
+const _: () = assert!(COMMAND_SIZE_BYTES_MAX <= ENTRY_BYTES_MAX);
+const _: () = assert!(ENTRY_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX + COMMAND_SIZE_BYTES_MAX * 4);
+const _: () = assert!(OUTPUT_SIZE_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX);
+const _: () = assert!(PLUGIN_CHUNK_BYTES < GRPC_MESSAGE_BYTES_MAX);
+const _: () = assert!(HEARTBEAT_TICKS < ELECTION_TICKS);
+const _: () = assert!(OUTPUT_SIZE_BYTES_MAX < PLUGIN_MEMORY_BYTES_MAX);
+const _: () = assert!(KV_VALUE_BYTES_MAX <= KV_WRITE_BYTES_PER_COMMAND_MAX);
+const _: () = assert!(ENTRY_COMMANDS_MAX <= PENDING_PROPOSALS_MAX);

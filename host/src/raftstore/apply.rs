@@ -1,0 +1,186 @@
+//! The apply loop: runs committed entries through the group's state machine off the
+//! raft loop, commits each entry's state changes together with its applied index in one
+//! batch, answers the proposals, and publishes the new applied state.
+
+use std::sync::Arc;
+
+use crossbeam_channel::Receiver;
+use raft::eraftpb::{Entry, EntryType};
+use tokio::sync::oneshot;
+
+use super::FatalHandler;
+use super::fsm::{EntryContext, FsmError, KvView, StateMachineHost, WriteSet};
+use super::msg::{Proposed, RaftError};
+use super::payload::{self, Payload};
+use super::peer::{Committed, PendingProposal, Replies};
+use super::router::Router;
+use super::shared::GroupShared;
+use super::traits::{ApplyState, ApplyStore};
+use crate::ids::GroupId;
+
+/// Work for the apply loop, in the order the store loop produced it.
+pub enum ApplyTask {
+    Entries {
+        group: GroupId,
+        shared: Arc<GroupShared>,
+        committed: Committed,
+    },
+    Destroy {
+        group: GroupId,
+        reply: oneshot::Sender<Result<(), RaftError>>,
+    },
+}
+
+pub struct ApplyLoop {
+    pub store: Arc<dyn ApplyStore>,
+    pub fsm: Arc<dyn StateMachineHost>,
+    pub router: Arc<Router>,
+    pub fatal: FatalHandler,
+}
+
+/// What applying one entry produced for its proposers.
+enum Outcome {
+    Commands(Vec<Result<Vec<u8>, FsmError>>),
+    Upgraded,
+    Nothing,
+}
+
+impl ApplyLoop {
+    /// Runs until every sender of `rx` is gone.
+    pub fn run(self, rx: Receiver<ApplyTask>) {
+        while let Ok(task) = rx.recv() {
+            match task {
+                ApplyTask::Entries {
+                    group,
+                    shared,
+                    committed,
+                } => self.apply(group, &shared, committed),
+                ApplyTask::Destroy { group, reply } => {
+                    let result = self.store.destroy_group(group);
+                    if let Err(e) = &result {
+                        (self.fatal)(&format!("cannot destroy group {group}: {e}"));
+                    }
+                    let _ = reply.send(result.map_err(|e| RaftError::Invalid(e.to_string())));
+                }
+            }
+        }
+    }
+
+    fn apply(&self, group: GroupId, shared: &GroupShared, committed: Committed) {
+        let mut state = shared.snapshot();
+        let mut proposals = committed.proposals.into_iter().peekable();
+        for entry in committed.entries {
+            if shared.is_destroyed() {
+                break;
+            }
+            let mut mine = None;
+            while let Some(p) = proposals.next_if(|p| p.index <= entry.index) {
+                if p.index == entry.index && p.term == entry.term {
+                    mine = Some(p);
+                } else {
+                    fail(p, &RaftError::Dropped("leadership changed before it committed".into()));
+                }
+            }
+            if entry.index <= state.applied_index {
+                continue;
+            }
+            let (writes, outcome) = self.run_entry(group, &entry, &mut state);
+            state.applied_index = entry.index;
+            state.applied_term = entry.term;
+            if let Err(e) = self.store.commit_apply(group, writes, state) {
+                (self.fatal)(&format!("apply of group {group} at {}: {e}", entry.index));
+                return;
+            }
+            shared.publish(state);
+            if let Some(p) = mine {
+                answer(p, entry.index, outcome);
+            }
+        }
+        for p in proposals {
+            fail(p, &RaftError::Dropped("its entry was not applied".into()));
+        }
+        self.router.notify(group);
+    }
+
+    fn run_entry(&self, group: GroupId, entry: &Entry, state: &mut ApplyState) -> (WriteSet, Outcome) {
+        if entry.get_entry_type() != EntryType::EntryNormal || entry.data.is_empty() {
+            return (WriteSet::new(), Outcome::Nothing);
+        }
+        match payload::decode(&entry.data) {
+            Err(e) => {
+                tracing::error!(group = group.0, index = entry.index, "skipping entry: {e}");
+                (WriteSet::new(), Outcome::Nothing)
+            }
+            Ok(Payload::Upgrade {
+                timestamp_ms,
+                plugin,
+            }) => {
+                tracing::info!(group = group.0, index = entry.index, %plugin, "group switches plugin");
+                state.plugin = plugin;
+                state.applied_timestamp_ms = state.applied_timestamp_ms.max(timestamp_ms);
+                (WriteSet::new(), Outcome::Upgraded)
+            }
+            Ok(Payload::Commands {
+                timestamp_ms,
+                commands,
+            }) => {
+                state.applied_timestamp_ms = state.applied_timestamp_ms.max(timestamp_ms);
+                let ctx = EntryContext {
+                    group,
+                    index: entry.index,
+                    term: entry.term,
+                    timestamp_ms: state.applied_timestamp_ms,
+                    random_seed: EntryContext::seed_for(group, entry.index),
+                };
+                let cmds: Vec<&[u8]> = commands.iter().map(|c| c.data.as_slice()).collect();
+                let reader = self.store.clone();
+                let view = KvView::for_apply(reader, group);
+                let (view, outcomes) = self.fsm.apply_entry(state.plugin, ctx, &cmds, view);
+                if let Some(Err(e)) = outcomes.iter().find(|o| matches!(o, Err(FsmError::Storage(_)))) {
+                    (self.fatal)(&format!("group {group} at {}: {e}", entry.index));
+                }
+                (view.into_writes(), Outcome::Commands(outcomes))
+            }
+        }
+    }
+}
+
+fn answer(p: PendingProposal, index: u64, outcome: Outcome) {
+    match (p.replies, outcome) {
+        (Replies::Commands(replies), Outcome::Commands(outcomes)) => {
+            let mut outcomes = outcomes.into_iter();
+            for r in replies {
+                let result = match outcomes.next() {
+                    Some(Ok(output)) => Ok(Proposed { index, output }),
+                    Some(Err(e)) => Err(RaftError::Fsm(e)),
+                    None => Err(RaftError::Dropped("no outcome for the command".into())),
+                };
+                let _ = r.send(result);
+            }
+        }
+        (Replies::Upgrade(r), Outcome::Upgraded) => {
+            let _ = r.send(Ok(index));
+        }
+        (replies, _) => fail(
+            PendingProposal {
+                index,
+                term: 0,
+                replies,
+            },
+            &RaftError::Dropped("the entry at its index carried something else".into()),
+        ),
+    }
+}
+
+fn fail(p: PendingProposal, err: &RaftError) {
+    match p.replies {
+        Replies::Commands(rs) => {
+            for r in rs {
+                let _ = r.send(Err(err.clone()));
+            }
+        }
+        Replies::Upgrade(r) => {
+            let _ = r.send(Err(err.clone()));
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! [`RaftStore`]: the async face of the raft core for the API and the server. It starts
+//! the store loop and apply loop threads and turns requests into mailbox messages.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use tokio::sync::oneshot;
+
+use super::apply::{ApplyLoop, ApplyTask};
+use super::fsm::{KvReader, KvView, QueryContext, StateMachineHost};
+use super::msg::{GroupStatus, PeerMsg, PeerSpec, Proposed, RaftError, ReadKind, StoreMsg};
+use super::router::Router;
+use super::store_loop::StoreLoop;
+use super::traits::{ApplyState, ApplyStore, LogStore};
+use super::{Clock, FatalHandler};
+use crate::ids::{GroupId, PluginDigest};
+use crate::limits;
+
+/// A cheap-to-clone handle on the node's raft groups.
+#[derive(Clone)]
+pub struct RaftStore {
+    router: Arc<Router>,
+    fsm: Arc<dyn StateMachineHost>,
+    reader: Arc<dyn KvReader>,
+}
+
+impl std::fmt::Debug for RaftStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftStore").field("router", &self.router).finish()
+    }
+}
+
+/// The threads behind a [`RaftStore`]; join them after [`RaftStore::shutdown`].
+pub struct StoreThreads {
+    store: JoinHandle<()>,
+    apply: JoinHandle<()>,
+}
+
+impl StoreThreads {
+    pub fn join(self) {
+        let _ = self.store.join();
+        let _ = self.apply.join();
+    }
+}
+
+/// What the raft core needs from the rest of the node.
+pub struct StoreDeps {
+    pub log: Arc<dyn LogStore>,
+    pub apply: Arc<dyn ApplyStore>,
+    pub fsm: Arc<dyn StateMachineHost>,
+    pub clock: Arc<dyn Clock>,
+    pub fatal: FatalHandler,
+}
+
+impl RaftStore {
+    /// Starts the store loop and the apply loop.
+    pub fn start(deps: StoreDeps) -> std::io::Result<(Self, StoreThreads)> {
+        let (router, receivers) = Router::new();
+        let (apply_tx, apply_rx) = crossbeam_channel::bounded::<ApplyTask>(limits::APPLY_QUEUE_CAPACITY);
+        let apply_loop = ApplyLoop {
+            store: deps.apply.clone(),
+            fsm: deps.fsm.clone(),
+            router: router.clone(),
+            fatal: deps.fatal.clone(),
+        };
+        let apply = std::thread::Builder::new()
+            .name("flotilla-apply".into())
+            .spawn(move || apply_loop.run(apply_rx))?;
+        let store_loop = StoreLoop {
+            peers: Default::default(),
+            router: router.clone(),
+            log: deps.log,
+            apply_store: deps.apply.clone(),
+            apply_tx,
+            clock: deps.clock,
+            fatal: deps.fatal,
+        };
+        let store = std::thread::Builder::new()
+            .name("flotilla-store".into())
+            .spawn(move || store_loop.run(receivers))?;
+        let reader: Arc<dyn KvReader> = deps.apply;
+        Ok((
+            Self {
+                router,
+                fsm: deps.fsm,
+                reader,
+            },
+            StoreThreads { store, apply },
+        ))
+    }
+
+    /// Starts (bootstrapping or recovering) a peer on this node.
+    pub async fn start_peer(&self, spec: PeerSpec) -> Result<(), RaftError> {
+        let (reply, rx) = oneshot::channel();
+        self.router.send_control(StoreMsg::StartPeer { spec, reply })?;
+        rx.await.map_err(|_| RaftError::Stopped)?
+    }
+
+    /// Proposes one command and waits for its outcome.
+    pub async fn propose(
+        &self,
+        group: GroupId,
+        command: Vec<u8>,
+        request_id: String,
+    ) -> Result<Proposed, RaftError> {
+        let (reply, rx) = oneshot::channel();
+        self.router.send(
+            group,
+            PeerMsg::Propose {
+                command,
+                request_id,
+                reply,
+            },
+        )?;
+        rx.await.map_err(|_| RaftError::Stopped)?
+    }
+
+    /// Waits until the group may serve a read of the given kind; returns the index the
+    /// read observes at least.
+    pub async fn read_barrier(&self, group: GroupId, kind: ReadKind) -> Result<u64, RaftError> {
+        let (reply, rx) = oneshot::channel();
+        self.router.send(group, PeerMsg::Read { kind, reply })?;
+        rx.await.map_err(|_| RaftError::Stopped)?
+    }
+
+    /// Runs a read-only query against the group's applied state (blocking: call it from
+    /// a blocking thread). Returns the output and the applied index it observed.
+    pub fn query(&self, group: GroupId, request: &[u8]) -> Result<(Vec<u8>, u64), RaftError> {
+        let shared = self
+            .router
+            .shared(group)
+            .ok_or(RaftError::GroupNotFound(group))?;
+        let state = shared.snapshot();
+        let ctx = QueryContext {
+            group,
+            applied_index: state.applied_index,
+            applied_timestamp_ms: state.applied_timestamp_ms,
+        };
+        let view = KvView::for_query(self.reader.clone(), group);
+        self.fsm
+            .query(state.plugin, ctx, request, view)
+            .map(|out| (out, state.applied_index))
+            .map_err(RaftError::Fsm)
+    }
+
+    /// Proposes a switch to `plugin`; returns the index at which the group switched.
+    pub async fn upgrade(&self, group: GroupId, plugin: PluginDigest) -> Result<u64, RaftError> {
+        let (reply, rx) = oneshot::channel();
+        self.router.send(group, PeerMsg::Upgrade { plugin, reply })?;
+        rx.await.map_err(|_| RaftError::Stopped)?
+    }
+
+    pub async fn status(&self, group: GroupId) -> Result<GroupStatus, RaftError> {
+        let (reply, rx) = oneshot::channel();
+        self.router.send(group, PeerMsg::Status { reply })?;
+        rx.await.map_err(|_| RaftError::Stopped)
+    }
+
+    /// Removes the group and all its data from this node.
+    pub async fn destroy(&self, group: GroupId) -> Result<(), RaftError> {
+        let (reply, rx) = oneshot::channel();
+        self.router.send(group, PeerMsg::Destroy { reply })?;
+        rx.await.map_err(|_| RaftError::Stopped)?
+    }
+
+    /// The applied state of a group as last published.
+    pub fn applied(&self, group: GroupId) -> Option<ApplyState> {
+        self.router.shared(group).map(|s| s.snapshot())
+    }
+
+    pub fn groups(&self) -> Vec<GroupId> {
+        self.router.groups()
+    }
+
+    /// Asks the store loop to stop; join the threads afterwards.
+    pub fn shutdown(&self) {
+        let _ = self.router.send_control(StoreMsg::Shutdown);
+    }
+}

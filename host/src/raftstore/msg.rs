@@ -1,0 +1,114 @@
+//! Messages into a group's mailbox and into the store loop, the answers they get, and
+//! the errors a caller can see. Answers travel on tokio oneshot channels so async API
+//! handlers can await them while the store loop stays a plain thread.
+
+use tokio::sync::oneshot;
+
+use super::fsm::FsmError;
+use crate::ids::{GroupId, PeerId, PluginDigest};
+
+/// Why a proposal or read did not get an answer from the state machine.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RaftError {
+    #[error("group {0} does not exist on this node")]
+    GroupNotFound(GroupId),
+    #[error("this replica of group {group} is not the leader (leader hint: {leader:?})")]
+    NotLeader {
+        group: GroupId,
+        leader: Option<PeerId>,
+    },
+    #[error("group {group} is overloaded ({reason}); retry in {retry_after_ms} ms")]
+    Busy {
+        group: GroupId,
+        reason: String,
+        retry_after_ms: u64,
+    },
+    #[error("the proposal was dropped before it committed ({0}); it may be retried")]
+    Dropped(String),
+    #[error("{0}")]
+    Fsm(FsmError),
+    #[error("the node is shutting down")]
+    Stopped,
+    #[error("group {0} already exists")]
+    GroupExists(GroupId),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+}
+
+/// A successful proposal: the entry index and the plugin's output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proposed {
+    pub index: u64,
+    pub output: Vec<u8>,
+}
+
+pub type ProposeReply = oneshot::Sender<Result<Proposed, RaftError>>;
+pub type IndexReply = oneshot::Sender<Result<u64, RaftError>>;
+
+/// How fresh a read must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadKind {
+    /// ReadIndex: confirm leadership, wait until applied >= the leader's commit index.
+    Linearizable,
+    /// Leader lease: a leader that has committed in its term and keeps check-quorum
+    /// answers once applied >= its commit index, with no extra round.
+    Lease,
+}
+
+/// The state of one group as the store loop sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupStatus {
+    pub group: GroupId,
+    pub peer: PeerId,
+    pub role: String,
+    pub term: u64,
+    pub leader: Option<PeerId>,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub first_index: u64,
+    pub last_index: u64,
+    pub pending_proposals: u64,
+    pub voters: Vec<u64>,
+}
+
+/// What a group's mailbox carries.
+#[derive(Debug)]
+pub enum PeerMsg {
+    Propose {
+        command: Vec<u8>,
+        request_id: String,
+        reply: ProposeReply,
+    },
+    /// Answers with the index the caller must wait for (applied >= index) before reading.
+    Read { kind: ReadKind, reply: IndexReply },
+    Upgrade {
+        plugin: PluginDigest,
+        reply: IndexReply,
+    },
+    Status {
+        reply: oneshot::Sender<GroupStatus>,
+    },
+    Destroy {
+        reply: oneshot::Sender<Result<(), RaftError>>,
+    },
+}
+
+/// A group to start on this node.
+#[derive(Clone, Debug)]
+pub struct PeerSpec {
+    pub group: GroupId,
+    pub peer: PeerId,
+    pub voters: Vec<PeerId>,
+    pub plugin: PluginDigest,
+}
+
+/// What the store loop's control channel carries.
+#[derive(Debug)]
+pub enum StoreMsg {
+    /// Start a peer: bootstrap it if it has no raft state yet, else recover it.
+    StartPeer {
+        spec: PeerSpec,
+        reply: oneshot::Sender<Result<(), RaftError>>,
+    },
+    Shutdown,
+}

@@ -1,0 +1,437 @@
+//! One group's replica on this node: a raft-rs `RawNode` plus the proposals and reads
+//! waiting on it. The store loop calls into it in three steps per round:
+//! [`Peer::handle`] (mailbox messages → raft), [`Peer::collect_ready`] (raft's output →
+//! the round's write batch) and, once the batch is durable, [`Peer::after_persist`]
+//! (committed entries → the apply loop).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use raft::eraftpb::Entry;
+use raft::{RawNode, StateRole};
+
+use super::msg::{GroupStatus, IndexReply, PeerMsg, ProposeReply, RaftError, ReadKind};
+use super::payload;
+use super::peer_storage::PeerStorage;
+use super::shared::GroupShared;
+use super::traits::GroupRaftWrite;
+use crate::ids::{GroupId, PeerId};
+use crate::limits;
+use crate::proto::v1::Command;
+
+/// Who waits for an entry to be applied.
+#[derive(Debug)]
+pub enum Replies {
+    /// One reply per command packed into the entry, in order.
+    Commands(Vec<ProposeReply>),
+    Upgrade(IndexReply),
+}
+
+/// A proposal that is in the log but not applied yet.
+#[derive(Debug)]
+pub struct PendingProposal {
+    pub index: u64,
+    pub term: u64,
+    pub replies: Replies,
+}
+
+/// Committed entries for the apply loop, with the proposals they answer.
+#[derive(Debug)]
+pub struct Committed {
+    pub entries: Vec<Entry>,
+    pub proposals: Vec<PendingProposal>,
+}
+
+struct ReadBatch {
+    ctx: u64,
+    replies: Vec<IndexReply>,
+}
+
+pub struct Peer {
+    pub group: GroupId,
+    pub peer: PeerId,
+    pub raw: RawNode<PeerStorage>,
+    pub shared: Arc<GroupShared>,
+    proposals: VecDeque<PendingProposal>,
+    pending_commands: usize,
+    read_batches: VecDeque<ReadBatch>,
+    reads_waiting_apply: VecDeque<(u64, IndexReply)>,
+    next_read_ctx: u64,
+    last_timestamp_ms: u64,
+    applied: u64,
+    compact_to: Option<(u64, u64)>,
+}
+
+/// Commands gathered in one round, packed into as few entries as the limits allow.
+#[derive(Default)]
+struct CommandBatchBuilder {
+    commands: Vec<Command>,
+    replies: Vec<ProposeReply>,
+    bytes: usize,
+}
+
+impl Peer {
+    pub fn new(
+        group: GroupId,
+        peer: PeerId,
+        raw: RawNode<PeerStorage>,
+        shared: Arc<GroupShared>,
+    ) -> Self {
+        let applied = shared.applied_index();
+        let last_timestamp_ms = shared.snapshot().applied_timestamp_ms;
+        Self {
+            group,
+            peer,
+            raw,
+            shared,
+            proposals: VecDeque::new(),
+            pending_commands: 0,
+            read_batches: VecDeque::new(),
+            reads_waiting_apply: VecDeque::new(),
+            next_read_ctx: 1,
+            last_timestamp_ms,
+            applied,
+            compact_to: None,
+        }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    fn leader_hint(&self) -> Option<PeerId> {
+        match self.raw.raft.leader_id {
+            0 => None,
+            id => Some(PeerId(id)),
+        }
+    }
+
+    fn not_leader(&self) -> RaftError {
+        RaftError::NotLeader {
+            group: self.group,
+            leader: self.leader_hint(),
+        }
+    }
+
+    fn busy_reason(&self) -> Option<String> {
+        if self.pending_commands >= limits::PENDING_PROPOSALS_MAX {
+            return Some(format!(
+                "{} proposals pending, limit {}",
+                self.pending_commands,
+                limits::PENDING_PROPOSALS_MAX
+            ));
+        }
+        let lag = self.raw.raft.raft_log.committed.saturating_sub(self.applied);
+        if lag > limits::APPLY_LAG_ENTRIES_MAX {
+            return Some(format!(
+                "{lag} committed entries not applied yet, limit {}",
+                limits::APPLY_LAG_ENTRIES_MAX
+            ));
+        }
+        None
+    }
+
+    /// Feeds one round's mailbox messages into raft. Returns a destroy request if one
+    /// arrived (the store loop carries it out).
+    pub fn handle(
+        &mut self,
+        msgs: Vec<PeerMsg>,
+        now_ms: u64,
+    ) -> Option<tokio::sync::oneshot::Sender<Result<(), RaftError>>> {
+        let mut batch = CommandBatchBuilder::default();
+        let mut reads: Vec<IndexReply> = Vec::new();
+        let mut destroy = None;
+        for msg in msgs {
+            match msg {
+                PeerMsg::Propose {
+                    command,
+                    request_id,
+                    reply,
+                } => {
+                    if !self.is_leader() {
+                        let _ = reply.send(Err(self.not_leader()));
+                        continue;
+                    }
+                    if let Some(reason) = self.busy_reason() {
+                        let _ = reply.send(Err(RaftError::Busy {
+                            group: self.group,
+                            reason,
+                            retry_after_ms: limits::TICK_INTERVAL_MS,
+                        }));
+                        continue;
+                    }
+                    if batch.commands.len() >= limits::ENTRY_COMMANDS_MAX
+                        || batch.bytes + command.len() > limits::ENTRY_BYTES_MAX
+                    {
+                        self.propose_commands(std::mem::take(&mut batch), now_ms);
+                    }
+                    batch.bytes += command.len();
+                    batch.commands.push(Command {
+                        data: command,
+                        request_id,
+                    });
+                    batch.replies.push(reply);
+                    self.pending_commands += 1;
+                }
+                PeerMsg::Read { kind, reply } => match kind {
+                    ReadKind::Linearizable => reads.push(reply),
+                    ReadKind::Lease => self.lease_read(reply),
+                },
+                PeerMsg::Upgrade { plugin, reply } => {
+                    self.propose_commands(std::mem::take(&mut batch), now_ms);
+                    if !self.is_leader() {
+                        let _ = reply.send(Err(self.not_leader()));
+                        continue;
+                    }
+                    let ts = self.next_timestamp(now_ms);
+                    let data = payload::encode_upgrade(ts, plugin);
+                    self.propose_raw(data, Replies::Upgrade(reply));
+                }
+                PeerMsg::Status { reply } => {
+                    let _ = reply.send(self.status());
+                }
+                PeerMsg::Destroy { reply } => destroy = Some(reply),
+            }
+        }
+        self.propose_commands(batch, now_ms);
+        if !reads.is_empty() {
+            if self.is_leader() {
+                let ctx = self.next_read_ctx;
+                self.next_read_ctx += 1;
+                self.raw.read_index(ctx.to_be_bytes().to_vec());
+                self.read_batches.push_back(ReadBatch {
+                    ctx,
+                    replies: reads,
+                });
+            } else {
+                for r in reads {
+                    let _ = r.send(Err(self.not_leader()));
+                }
+            }
+        }
+        destroy
+    }
+
+    fn next_timestamp(&mut self, now_ms: u64) -> u64 {
+        self.last_timestamp_ms = self.last_timestamp_ms.max(now_ms);
+        self.last_timestamp_ms
+    }
+
+    fn propose_commands(&mut self, batch: CommandBatchBuilder, now_ms: u64) {
+        if batch.commands.is_empty() {
+            return;
+        }
+        let ts = self.next_timestamp(now_ms);
+        let data = payload::encode_commands(ts, batch.commands);
+        self.propose_raw(data, Replies::Commands(batch.replies));
+    }
+
+    fn propose_raw(&mut self, data: Vec<u8>, replies: Replies) {
+        let before = self.raw.raft.raft_log.last_index();
+        match self.raw.propose(Vec::new(), data) {
+            Ok(()) if self.raw.raft.raft_log.last_index() > before => {
+                self.proposals.push_back(PendingProposal {
+                    index: self.raw.raft.raft_log.last_index(),
+                    term: self.raw.raft.term,
+                    replies,
+                });
+            }
+            Ok(()) => fail(replies, self, &RaftError::Dropped("raft did not append it".into())),
+            Err(e) => fail(replies, self, &RaftError::Dropped(e.to_string())),
+        }
+
+        fn fail(replies: Replies, peer: &mut Peer, err: &RaftError) {
+            match replies {
+                Replies::Commands(rs) => {
+                    peer.pending_commands = peer.pending_commands.saturating_sub(rs.len());
+                    for r in rs {
+                        let _ = r.send(Err(err.clone()));
+                    }
+                }
+                Replies::Upgrade(r) => {
+                    let _ = r.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+
+    fn lease_read(&mut self, reply: IndexReply) {
+        // raft-rs keeps check-quorum on, so a leader steps down once it cannot hear a
+        // quorum within an election timeout; a leader that has committed in its own term
+        // knows every earlier write.
+        if self.is_leader() && self.raw.raft.commit_to_current_term() {
+            let index = self.raw.raft.raft_log.committed;
+            self.wait_applied(index, reply);
+        } else {
+            let _ = reply.send(Err(self.not_leader()));
+        }
+    }
+
+    fn wait_applied(&mut self, index: u64, reply: IndexReply) {
+        if self.applied >= index {
+            let _ = reply.send(Ok(index));
+        } else {
+            self.reads_waiting_apply.push_back((index, reply));
+        }
+    }
+
+    /// Picks up what the apply loop published: advances raft's applied index, answers
+    /// reads that were waiting for it and schedules log compaction.
+    pub fn on_applied(&mut self) {
+        let applied = self.shared.applied_index();
+        if applied <= self.applied {
+            return;
+        }
+        self.applied = applied;
+        self.raw.advance_apply_to(applied);
+        while self
+            .reads_waiting_apply
+            .front()
+            .is_some_and(|(i, _)| *i <= applied)
+        {
+            if let Some((i, r)) = self.reads_waiting_apply.pop_front() {
+                let _ = r.send(Ok(i));
+            }
+        }
+        let store = self.raw.store();
+        let (truncated, _) = store.truncated();
+        if applied > truncated + 2 * limits::LOG_RETAIN_ENTRIES {
+            let to = applied - limits::LOG_RETAIN_ENTRIES;
+            if let Ok(term) = raft::Storage::term(store, to) {
+                self.compact_to = Some((to, term));
+            }
+        }
+        self.raw.mut_store().trim_cache(applied);
+    }
+
+    /// Moves raft's output of this round into `out`. Returns the `Ready` to finish with
+    /// [`Peer::after_persist`] once `out` is durable.
+    pub fn collect_ready(&mut self, out: &mut Vec<GroupRaftWrite>) -> Option<raft::Ready> {
+        if !self.raw.has_ready() && self.compact_to.is_none() {
+            return None;
+        }
+        let compact_to = self.compact_to.take();
+        if !self.raw.has_ready() {
+            if let Some((i, t)) = compact_to {
+                self.raw.mut_store().compact_to(i, t);
+            }
+            out.push(GroupRaftWrite {
+                group: self.group,
+                compact_to,
+                ..Default::default()
+            });
+            return None;
+        }
+        let mut rd = self.raw.ready();
+        for rs in rd.take_read_states() {
+            let ctx = rs
+                .request_ctx
+                .as_slice()
+                .try_into()
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            while let Some(front) = self.read_batches.front() {
+                if front.ctx > ctx {
+                    break;
+                }
+                let Some(batch) = self.read_batches.pop_front() else {
+                    break;
+                };
+                for r in batch.replies {
+                    self.wait_applied(rs.index, r);
+                }
+            }
+        }
+        let entries = rd.take_entries();
+        let store = self.raw.mut_store();
+        let previous_last_index = store.last_index();
+        store.append(&entries);
+        let hard_state = rd.hs().cloned();
+        if let Some(hs) = &hard_state {
+            store.set_hard_state(hs.clone());
+        }
+        if let Some((i, t)) = compact_to {
+            store.compact_to(i, t);
+        }
+        if !entries.is_empty() || hard_state.is_some() || compact_to.is_some() {
+            out.push(GroupRaftWrite {
+                group: self.group,
+                entries,
+                previous_last_index,
+                hard_state,
+                conf_state: None,
+                compact_to,
+            });
+        }
+        Some(rd)
+    }
+
+    /// Finishes a ready whose writes are durable: advances raft and returns what is
+    /// committed, with the proposals it answers.
+    pub fn after_persist(&mut self, mut rd: raft::Ready) -> Option<Committed> {
+        // Single-replica groups produce no messages; replication will send these.
+        drop(rd.take_messages());
+        drop(rd.take_persisted_messages());
+        let mut entries = rd.take_committed_entries();
+        let mut light = self.raw.advance(rd);
+        if let Some(commit) = light.commit_index() {
+            self.raw.mut_store().set_commit(commit);
+        }
+        drop(light.take_messages());
+        entries.extend(light.take_committed_entries());
+        let last = entries.last()?.index;
+        let mut proposals = Vec::new();
+        while self.proposals.front().is_some_and(|p| p.index <= last) {
+            if let Some(p) = self.proposals.pop_front() {
+                if let Replies::Commands(rs) = &p.replies {
+                    self.pending_commands = self.pending_commands.saturating_sub(rs.len());
+                }
+                proposals.push(p);
+            }
+        }
+        Some(Committed { entries, proposals })
+    }
+
+    pub fn status(&self) -> GroupStatus {
+        let raft = &self.raw.raft;
+        let store = self.raw.store();
+        GroupStatus {
+            group: self.group,
+            peer: self.peer,
+            role: format!("{:?}", raft.state),
+            term: raft.term,
+            leader: self.leader_hint(),
+            commit_index: raft.raft_log.committed,
+            applied_index: self.applied,
+            first_index: store.first_index(),
+            last_index: store.last_index(),
+            pending_proposals: self.pending_commands as u64,
+            voters: store.conf_state().voters.clone(),
+        }
+    }
+
+    /// Answers everything still waiting with `err` (the peer is going away).
+    pub fn fail_all(&mut self, err: &RaftError) {
+        for p in self.proposals.drain(..) {
+            match p.replies {
+                Replies::Commands(rs) => {
+                    for r in rs {
+                        let _ = r.send(Err(err.clone()));
+                    }
+                }
+                Replies::Upgrade(r) => {
+                    let _ = r.send(Err(err.clone()));
+                }
+            }
+        }
+        self.pending_commands = 0;
+        for b in self.read_batches.drain(..) {
+            for r in b.replies {
+                let _ = r.send(Err(err.clone()));
+            }
+        }
+        for (_, r) in self.reads_waiting_apply.drain(..) {
+            let _ = r.send(Err(err.clone()));
+        }
+    }
+}

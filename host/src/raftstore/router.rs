@@ -1,0 +1,162 @@
+//! The router: group id → bounded mailbox. Sending to a mailbox schedules its group for
+//! the next store-loop round (once: a flag keeps a group from being queued twice, so the
+//! ready queue never holds more than one slot per group).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use parking_lot::RwLock;
+
+use super::msg::{PeerMsg, RaftError, StoreMsg};
+use super::shared::GroupShared;
+use crate::ids::GroupId;
+use crate::limits;
+
+/// One group's mailbox.
+pub struct Mailbox {
+    tx: Sender<PeerMsg>,
+    pub(super) rx: Receiver<PeerMsg>,
+    scheduled: AtomicBool,
+    pub shared: Arc<GroupShared>,
+}
+
+impl Mailbox {
+    /// Clears the scheduled flag; the store loop calls it before draining.
+    pub(super) fn unschedule(&self) {
+        self.scheduled.store(false, Ordering::Release);
+    }
+}
+
+pub struct Router {
+    mailboxes: RwLock<HashMap<GroupId, Arc<Mailbox>>>,
+    ready_tx: Sender<GroupId>,
+    pub(super) control_tx: Sender<StoreMsg>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("groups", &self.mailboxes.read().len())
+            .finish()
+    }
+}
+
+/// The receiving ends the store loop owns.
+pub struct RouterReceivers {
+    pub ready_rx: Receiver<GroupId>,
+    pub control_rx: Receiver<StoreMsg>,
+}
+
+impl Router {
+    pub fn new() -> (Arc<Self>, RouterReceivers) {
+        // Each group sits in the ready queue at most once (see `schedule`).
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded(limits::GROUPS_PER_NODE_MAX);
+        let (control_tx, control_rx) = crossbeam_channel::bounded(1024);
+        let router = Arc::new(Self {
+            mailboxes: RwLock::new(HashMap::new()),
+            ready_tx,
+            control_tx,
+        });
+        (
+            router,
+            RouterReceivers {
+                ready_rx,
+                control_rx,
+            },
+        )
+    }
+
+    /// Sends `msg` to `group`'s mailbox and schedules the group.
+    pub fn send(&self, group: GroupId, msg: PeerMsg) -> Result<(), RaftError> {
+        let mailbox = self
+            .mailbox(group)
+            .ok_or(RaftError::GroupNotFound(group))?;
+        match mailbox.tx.try_send(msg) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                return Err(RaftError::Busy {
+                    group,
+                    reason: format!("mailbox full ({} messages)", limits::MAILBOX_CAPACITY),
+                    retry_after_ms: limits::TICK_INTERVAL_MS,
+                });
+            }
+            Err(TrySendError::Disconnected(_)) => return Err(RaftError::Stopped),
+        }
+        self.schedule(group, &mailbox);
+        Ok(())
+    }
+
+    /// Schedules `group` for the next round without a message (e.g. after apply).
+    pub fn notify(&self, group: GroupId) {
+        if let Some(mailbox) = self.mailbox(group) {
+            self.schedule(group, &mailbox);
+        }
+    }
+
+    fn schedule(&self, group: GroupId, mailbox: &Mailbox) {
+        if !mailbox.scheduled.swap(true, Ordering::AcqRel) {
+            // Cannot be full: one slot per group at most, capacity = group limit.
+            let _ = self.ready_tx.try_send(group);
+        }
+    }
+
+    pub fn mailbox(&self, group: GroupId) -> Option<Arc<Mailbox>> {
+        self.mailboxes.read().get(&group).cloned()
+    }
+
+    pub fn shared(&self, group: GroupId) -> Option<Arc<GroupShared>> {
+        self.mailbox(group).map(|m| m.shared.clone())
+    }
+
+    /// Adds a mailbox for `group`. Fails if the node already hosts its limit of groups.
+    pub(super) fn register(
+        &self,
+        group: GroupId,
+        shared: Arc<GroupShared>,
+    ) -> Result<Arc<Mailbox>, RaftError> {
+        let mut map = self.mailboxes.write();
+        if map.contains_key(&group) {
+            return Err(RaftError::GroupExists(group));
+        }
+        if map.len() >= limits::GROUPS_PER_NODE_MAX {
+            return Err(RaftError::Busy {
+                group,
+                reason: format!("node hosts its limit of {} groups", limits::GROUPS_PER_NODE_MAX),
+                retry_after_ms: 60_000,
+            });
+        }
+        let (tx, rx) = crossbeam_channel::bounded(limits::MAILBOX_CAPACITY);
+        let mailbox = Arc::new(Mailbox {
+            tx,
+            rx,
+            scheduled: AtomicBool::new(false),
+            shared,
+        });
+        map.insert(group, mailbox.clone());
+        Ok(mailbox)
+    }
+
+    pub(super) fn remove(&self, group: GroupId) {
+        self.mailboxes.write().remove(&group);
+    }
+
+    /// Every group with a mailbox, ascending.
+    pub fn groups(&self) -> Vec<GroupId> {
+        let mut g: Vec<_> = self.mailboxes.read().keys().copied().collect();
+        g.sort_unstable();
+        g
+    }
+
+    pub fn send_control(&self, msg: StoreMsg) -> Result<(), RaftError> {
+        self.control_tx.try_send(msg).map_err(|e| match e {
+            TrySendError::Full(_) => RaftError::Busy {
+                group: GroupId(0),
+                reason: "store control queue full".into(),
+                retry_after_ms: limits::TICK_INTERVAL_MS,
+            },
+            TrySendError::Disconnected(_) => RaftError::Stopped,
+        })
+    }
+}

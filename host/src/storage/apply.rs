@@ -1,0 +1,151 @@
+//! [`ApplyStore`] and [`KvReader`] on fjall: plugin KV data scoped by group, and the
+//! apply state committed in the same batch as the state changes it covers.
+
+use super::keys;
+use super::store::{Store, err};
+use crate::ids::{GroupId, PluginDigest};
+use crate::raftstore::fsm::{KvReader, WriteSet};
+use crate::raftstore::traits::{ApplyState, ApplyStore, StoreError};
+
+const APPLY_STATE_LEN: usize = 8 * 3 + 32;
+
+pub fn encode_apply_state(s: &ApplyState) -> [u8; APPLY_STATE_LEN] {
+    let mut out = [0u8; APPLY_STATE_LEN];
+    out[..8].copy_from_slice(&s.applied_index.to_be_bytes());
+    out[8..16].copy_from_slice(&s.applied_term.to_be_bytes());
+    out[16..24].copy_from_slice(&s.applied_timestamp_ms.to_be_bytes());
+    out[24..].copy_from_slice(&s.plugin.0);
+    out
+}
+
+pub fn decode_apply_state(b: &[u8]) -> Option<ApplyState> {
+    if b.len() != APPLY_STATE_LEN {
+        return None;
+    }
+    let u = |r: std::ops::Range<usize>| -> Option<u64> {
+        Some(u64::from_be_bytes(b.get(r)?.try_into().ok()?))
+    };
+    Some(ApplyState {
+        applied_index: u(0..8)?,
+        applied_term: u(8..16)?,
+        applied_timestamp_ms: u(16..24)?,
+        plugin: PluginDigest::from_slice(b.get(24..)?)?,
+    })
+}
+
+impl KvReader for Store {
+    fn get(&self, group: GroupId, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        self.kv
+            .get(keys::kv_key(group, key))
+            .map(|v| v.map(|v| v.to_vec()))
+            .map_err(|e| e.to_string())
+    }
+
+    fn scan(
+        &self,
+        group: GroupId,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+        let lo = keys::kv_key(group, start);
+        let iter = match (end, keys::group_end(group)) {
+            (Some(e), _) => self.kv.range(lo..keys::kv_key(group, e)),
+            (None, Some(g)) => self.kv.range(lo..g.to_vec()),
+            (None, None) => self.kv.range(lo..),
+        };
+        let mut out = Vec::new();
+        for item in iter.take(limit) {
+            let (k, v) = item.into_inner().map_err(|e| e.to_string())?;
+            out.push((k.get(8..).unwrap_or_default().to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+}
+
+impl ApplyStore for Store {
+    fn commit_apply(
+        &self,
+        group: GroupId,
+        writes: WriteSet,
+        state: ApplyState,
+    ) -> Result<(), StoreError> {
+        let mut batch = self.db.batch();
+        for (k, v) in writes {
+            let key = keys::kv_key(group, &k);
+            match v {
+                Some(v) => batch.insert(&self.kv, key, v),
+                None => batch.remove(&self.kv, key),
+            }
+        }
+        batch.insert(
+            &self.apply_state,
+            keys::group_prefix(group),
+            encode_apply_state(&state),
+        );
+        batch
+            .commit()
+            .map_err(|e| StoreError(format!("apply write failed for group {group}: {e}")))
+    }
+
+    fn apply_state(&self, group: GroupId) -> Result<Option<ApplyState>, StoreError> {
+        match self.apply_state.get(keys::group_prefix(group)).map_err(err)? {
+            None => Ok(None),
+            Some(b) => decode_apply_state(&b)
+                .map(Some)
+                .ok_or_else(|| StoreError(format!("corrupt apply state of group {group}"))),
+        }
+    }
+
+    fn destroy_group(&self, group: GroupId) -> Result<(), StoreError> {
+        let mut batch = self.db.batch().durability(Some(fjall::PersistMode::SyncData));
+        let start = keys::group_prefix(group);
+        let end = keys::group_end(group);
+        for ks in [&self.raft_log, &self.raft_state, &self.kv] {
+            self.remove_range(&mut batch, ks, &start, end.as_ref().map(|e| e.as_slice()))?;
+        }
+        batch.remove(&self.apply_state, start.to_vec());
+        batch.remove(&self.meta, keys::group_meta_key(group));
+        batch
+            .commit()
+            .map_err(|e| StoreError(format!("cannot destroy group {group}: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apply_commits_writes_with_state_and_scans_stay_in_group() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(err)?;
+        let store = Store::open(dir.path())?;
+        let d = PluginDigest::of(b"p");
+        let mut w = WriteSet::new();
+        w.insert(b"a".to_vec(), Some(b"1".to_vec()));
+        w.insert(b"b".to_vec(), Some(b"2".to_vec()));
+        let state = ApplyState {
+            applied_index: 7,
+            applied_term: 2,
+            applied_timestamp_ms: 99,
+            plugin: d,
+        };
+        store.commit_apply(GroupId(1), w, state)?;
+        let mut other = WriteSet::new();
+        other.insert(b"a".to_vec(), Some(b"x".to_vec()));
+        store.commit_apply(GroupId(2), other, state)?;
+        assert_eq!(store.apply_state(GroupId(1))?, Some(state));
+        let pairs = KvReader::scan(&store, GroupId(1), b"", None, 10).map_err(err)?;
+        assert_eq!(pairs.len(), 2);
+        assert_eq!(pairs[0], (b"a".to_vec(), b"1".to_vec()));
+        let mut del = WriteSet::new();
+        del.insert(b"a".to_vec(), None);
+        store.commit_apply(GroupId(1), del, state)?;
+        assert_eq!(KvReader::get(&store, GroupId(1), b"a").map_err(err)?, None);
+        store.destroy_group(GroupId(1))?;
+        assert_eq!(store.apply_state(GroupId(1))?, None);
+        assert_eq!(KvReader::scan(&store, GroupId(1), b"", None, 10).map_err(err)?.len(), 0);
+        assert_eq!(KvReader::get(&store, GroupId(2), b"a").map_err(err)?, Some(b"x".to_vec()));
+        Ok(())
+    }
+}

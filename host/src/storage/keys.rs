@@ -1,0 +1,77 @@
+//! Key layouts. Every integer is big-endian so that byte order equals numeric order.
+//!
+//! | keyspace      | key                              | value                         |
+//! |---------------|----------------------------------|-------------------------------|
+//! | `raft_log`    | group u64 · index u64            | eraftpb `Entry` (protobuf)    |
+//! | `raft_state`  | group u64 · tag u8               | hard state / conf state / truncated |
+//! | `apply_state` | group u64                        | [`crate::storage::apply`] record |
+//! | `kv`          | group u64 · user key             | user value                    |
+//! | `plugins`     | sha256 digest (32 bytes)         | the plugin's uploaded bytes   |
+//! | `meta`        | text path (`plugin/…`, `group/…`) | JSON record                  |
+
+use crate::ids::GroupId;
+
+pub const TAG_HARD_STATE: u8 = 1;
+pub const TAG_CONF_STATE: u8 = 2;
+pub const TAG_TRUNCATED: u8 = 3;
+
+pub fn group_prefix(group: GroupId) -> [u8; 8] {
+    group.0.to_be_bytes()
+}
+
+pub fn log_key(group: GroupId, index: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&group.0.to_be_bytes());
+    k[8..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+/// The index in a `raft_log` key.
+pub fn log_key_index(key: &[u8]) -> Option<u64> {
+    let tail: [u8; 8] = key.get(8..16)?.try_into().ok()?;
+    Some(u64::from_be_bytes(tail))
+}
+
+pub fn state_key(group: GroupId, tag: u8) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[..8].copy_from_slice(&group.0.to_be_bytes());
+    k[8] = tag;
+    k
+}
+
+pub fn kv_key(group: GroupId, user_key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + user_key.len());
+    k.extend_from_slice(&group.0.to_be_bytes());
+    k.extend_from_slice(user_key);
+    k
+}
+
+/// The first key after every key of `group` in a keyspace whose keys start with the
+/// group id (`None` for the last possible group).
+pub fn group_end(group: GroupId) -> Option<[u8; 8]> {
+    group.0.checked_add(1).map(u64::to_be_bytes)
+}
+
+pub fn group_meta_key(group: GroupId) -> String {
+    format!("group/{:020}", group.0)
+}
+
+pub fn plugin_meta_key(name: &str, version: u32) -> String {
+    format!("plugin/{name}/{version:010}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_sort_numerically() {
+        assert!(log_key(GroupId(1), 255) < log_key(GroupId(1), 256));
+        assert!(log_key(GroupId(1), u64::MAX) < log_key(GroupId(2), 0));
+        assert!(kv_key(GroupId(1), b"\xff\xff") < kv_key(GroupId(2), b""));
+        assert_eq!(log_key_index(&log_key(GroupId(7), 42)), Some(42));
+        assert!(group_meta_key(GroupId(9)) < group_meta_key(GroupId(10)));
+        assert!(plugin_meta_key("kv", 9) < plugin_meta_key("kv", 10));
+        assert_eq!(group_end(GroupId(u64::MAX)), None);
+    }
+}

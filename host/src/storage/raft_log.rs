@@ -1,0 +1,186 @@
+//! [`LogStore`] on fjall: the raft log and raft state of every group, written in one
+//! batch and one sync per store-loop round.
+
+use fjall::PersistMode;
+use protobuf::Message as _;
+use raft::eraftpb::{ConfState, Entry, HardState};
+
+use super::keys;
+use super::store::{Store, err};
+use crate::ids::GroupId;
+use crate::raftstore::traits::{LogStore, PersistedRaftState, RaftWriteBatch, StoreError};
+
+impl LogStore for Store {
+    fn persist_round(&self, round: RaftWriteBatch) -> Result<(), StoreError> {
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
+        for w in round.groups {
+            let g = w.group;
+            if let Some(first) = w.entries.first() {
+                // Remove a replaced suffix the new entries do not cover.
+                let new_last = first.index + w.entries.len() as u64 - 1;
+                for index in new_last + 1..=w.previous_last_index {
+                    batch.remove(&self.raft_log, keys::log_key(g, index).to_vec());
+                }
+            }
+            for e in &w.entries {
+                let bytes = e.write_to_bytes().map_err(err)?;
+                batch.insert(&self.raft_log, keys::log_key(g, e.index).to_vec(), bytes);
+            }
+            if let Some(hs) = &w.hard_state {
+                let bytes = hs.write_to_bytes().map_err(err)?;
+                batch.insert(&self.raft_state, keys::state_key(g, keys::TAG_HARD_STATE), bytes);
+            }
+            if let Some(cs) = &w.conf_state {
+                let bytes = cs.write_to_bytes().map_err(err)?;
+                batch.insert(&self.raft_state, keys::state_key(g, keys::TAG_CONF_STATE), bytes);
+            }
+            if let Some((index, term)) = w.compact_to {
+                let mut rec = [0u8; 16];
+                rec[..8].copy_from_slice(&index.to_be_bytes());
+                rec[8..].copy_from_slice(&term.to_be_bytes());
+                batch.insert(&self.raft_state, keys::state_key(g, keys::TAG_TRUNCATED), rec);
+                let start = keys::log_key(g, 0);
+                let end = keys::log_key(g, index.saturating_add(1));
+                self.remove_range(&mut batch, &self.raft_log, &start, Some(&end))?;
+            }
+        }
+        batch
+            .commit()
+            .map_err(|e| StoreError(format!("raft log write or fsync failed: {e}")))
+    }
+
+    fn entries(
+        &self,
+        group: GroupId,
+        low: u64,
+        high: u64,
+        max_size_bytes: u64,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let mut out = Vec::new();
+        let mut size = 0u64;
+        let range = keys::log_key(group, low).to_vec()..keys::log_key(group, high).to_vec();
+        for item in self.raft_log.range(range) {
+            let (_, value) = item.into_inner().map_err(err)?;
+            let entry = Entry::parse_from_bytes(&value)
+                .map_err(|e| StoreError(format!("corrupt raft log entry in group {group}: {e}")))?;
+            size += value.len() as u64;
+            if !out.is_empty() && size > max_size_bytes {
+                break;
+            }
+            out.push(entry);
+        }
+        let expected = high.saturating_sub(low) as usize;
+        if out.is_empty() || (out.len() < expected && size <= max_size_bytes) {
+            if let Some(last) = out.last() {
+                return Err(StoreError(format!(
+                    "raft log of group {group} has a hole after index {}",
+                    last.index
+                )));
+            }
+            return Err(StoreError(format!(
+                "raft log of group {group} is missing entries [{low}, {high})"
+            )));
+        }
+        Ok(out)
+    }
+
+    fn raft_state(&self, group: GroupId) -> Result<Option<PersistedRaftState>, StoreError> {
+        let get = |tag| {
+            self.raft_state
+                .get(keys::state_key(group, tag))
+                .map_err(err)
+        };
+        let Some(hs) = get(keys::TAG_HARD_STATE)? else {
+            return Ok(None);
+        };
+        let hard_state = HardState::parse_from_bytes(&hs).map_err(err)?;
+        let conf_state = match get(keys::TAG_CONF_STATE)? {
+            Some(b) => ConfState::parse_from_bytes(&b).map_err(err)?,
+            None => ConfState::default(),
+        };
+        let truncated = match get(keys::TAG_TRUNCATED)? {
+            Some(b) if b.len() == 16 => {
+                let (i, t) = b.split_at(8);
+                (
+                    u64::from_be_bytes(i.try_into().map_err(err)?),
+                    u64::from_be_bytes(t.try_into().map_err(err)?),
+                )
+            }
+            Some(_) => return Err(StoreError(format!("corrupt truncated state of group {group}"))),
+            None => (0, 0),
+        };
+        let start = keys::log_key(group, 0).to_vec();
+        let end = keys::log_key(group, u64::MAX).to_vec();
+        let last_index = match self.raft_log.range(start..end).next_back() {
+            Some(item) => {
+                let key = item.key().map_err(err)?;
+                keys::log_key_index(&key)
+                    .ok_or_else(|| StoreError(format!("corrupt raft log key in group {group}")))?
+            }
+            None => truncated.0,
+        };
+        Ok(Some(PersistedRaftState {
+            hard_state,
+            conf_state,
+            truncated,
+            last_index,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raftstore::traits::GroupRaftWrite;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        let mut e = Entry::default();
+        e.index = index;
+        e.term = term;
+        e.data = vec![index as u8; 8].into();
+        e
+    }
+
+    #[test]
+    fn log_round_trips_replaces_suffix_and_compacts() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(err)?;
+        let store = Store::open(dir.path())?;
+        let g = GroupId(3);
+        let mut hs = HardState::default();
+        hs.term = 1;
+        store.persist_round(RaftWriteBatch {
+            groups: vec![GroupRaftWrite {
+                group: g,
+                entries: (1..=5).map(|i| entry(i, 1)).collect(),
+                hard_state: Some(hs.clone()),
+                ..Default::default()
+            }],
+        })?;
+        assert_eq!(store.entries(g, 1, 6, u64::MAX)?.len(), 5);
+        // A new leader overwrites 3..=5 with a shorter suffix at term 2.
+        store.persist_round(RaftWriteBatch {
+            groups: vec![GroupRaftWrite {
+                group: g,
+                entries: vec![entry(3, 2)],
+                previous_last_index: 5,
+                ..Default::default()
+            }],
+        })?;
+        let st = store.raft_state(g)?.ok_or_else(|| err("no state"))?;
+        assert_eq!(st.last_index, 3);
+        assert_eq!(store.entries(g, 3, 4, u64::MAX)?[0].term, 2);
+        store.persist_round(RaftWriteBatch {
+            groups: vec![GroupRaftWrite {
+                group: g,
+                compact_to: Some((2, 1)),
+                ..Default::default()
+            }],
+        })?;
+        let st = store.raft_state(g)?.ok_or_else(|| err("no state"))?;
+        assert_eq!(st.truncated, (2, 1));
+        assert_eq!(st.last_index, 3);
+        assert!(store.entries(g, 1, 2, u64::MAX).is_err());
+        assert_eq!(store.raft_state(GroupId(4))?.map(|s| s.last_index), None);
+        Ok(())
+    }
+}
