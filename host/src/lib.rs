@@ -1,1 +1,25 @@
-//! placeholder
+//! Flotilla: a multi-raft replicated state machine host whose state machines are
+//! sandboxed WebAssembly components.
+//!
+//! # Layout
+//! - [`ids`], [`limits`]: identifiers and every bound of the node, shared by all rooms.
+//! - [`raftstore`]: the multi-raft core (raft-rs peers, router, store loop, apply loop).
+//!   No IO: it defines the traits the rooms below implement.
+//! - [`storage`]: fjall: raft log and state, apply state, plugin KV data, plugin blobs.
+//! - [`plugin`]: wasmtime engine, deploy-time validation, compile cache, sandboxed calls.
+//! - [`api`]: the gRPC services; the one place errors become `tonic::Status`.
+//! - [`cli`]: the `flotilla` subcommands.
+//! - [`server`]: wiring of the rooms into a running node, and graceful shutdown.
+//! - [`proto`]: code generated from `proto/`.
+//! - [`examples`]: the example plugins, compiled to Wasm by this crate's build script.
+
+pub mod examples;
+pub mod ids;
+pub mod limits;
+pub mod plugin;
+pub mod proto;
+pub mod raftstore;
+pub mod storage;
+pub mod api;
+pub mod server;
+pub mod cli;
