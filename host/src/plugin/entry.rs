@@ -1,0 +1,96 @@
+//! How one entry's commands (and one query) run: the policy of instance reuse.
+//!
+//! An entry's commands run in order in one fresh instance, so the outcome of a command
+//! depends only on the plugin, the committed state and the entry, never on what ran
+//! before on this replica. A command that succeeds keeps its writes
+//! ([`KvView::commit_command`]); one that fails loses them ([`KvView::discard_command`]).
+//! When a command traps, its instance is dropped and the next command of the entry starts
+//! a fresh one.
+
+use std::sync::Arc;
+
+use super::instance::{CallError, Instance, NotStarted};
+use super::prepared::Prepared;
+use super::sandbox::{LogContext, Sandbox};
+use super::slots::InstanceSlots;
+use crate::raftstore::fsm::{CommandOutcome, EntryContext, KvView, QueryContext};
+
+/// Where an entry stands between two commands: no instance (at the start, or after a
+/// trap), or a live one to reuse.
+enum Session {
+    Idle(KvView),
+    Live(Instance),
+}
+
+/// Applies `commands` in order; returns the view and one outcome per command.
+pub(crate) fn run_entry(
+    prepared: &Prepared,
+    slots: &Arc<InstanceSlots>,
+    ctx: &EntryContext,
+    commands: &[&[u8]],
+    kv: KvView,
+) -> (KvView, Vec<CommandOutcome>) {
+    let log = LogContext {
+        group: ctx.group,
+        index: ctx.index,
+    };
+    let mut outcomes = Vec::with_capacity(commands.len());
+    let mut session = Session::Idle(kv);
+    for command in commands {
+        let mut instance = match session {
+            Session::Live(instance) => instance,
+            Session::Idle(kv) => match Instance::start(prepared, slots, Sandbox::new(kv, log)) {
+                Ok(instance) => instance,
+                Err(not_started) => {
+                    let NotStarted { mut kv, error } = *not_started;
+                    kv.discard_command();
+                    outcomes.push(Err(error));
+                    session = Session::Idle(kv);
+                    continue;
+                }
+            },
+        };
+        session = match instance.apply(ctx, command) {
+            Ok(output) => {
+                instance.kv_mut().commit_command();
+                outcomes.push(Ok(output));
+                Session::Live(instance)
+            }
+            Err(CallError::Refused(error)) => {
+                instance.kv_mut().discard_command();
+                outcomes.push(Err(error));
+                Session::Live(instance)
+            }
+            Err(CallError::Poisoned(error)) => {
+                let mut kv = instance.into_kv();
+                kv.discard_command();
+                outcomes.push(Err(error));
+                Session::Idle(kv)
+            }
+        };
+    }
+    let kv = match session {
+        Session::Idle(kv) => kv,
+        Session::Live(instance) => instance.into_kv(),
+    };
+    (kv, outcomes)
+}
+
+/// Answers one read in a fresh instance over a read-only `kv`.
+pub(crate) fn run_query(
+    prepared: &Prepared,
+    slots: &Arc<InstanceSlots>,
+    ctx: &QueryContext,
+    request: &[u8],
+    kv: KvView,
+) -> CommandOutcome {
+    let log = LogContext {
+        group: ctx.group,
+        index: ctx.applied_index,
+    };
+    let mut instance =
+        Instance::start(prepared, slots, Sandbox::new(kv, log)).map_err(|failed| failed.error)?;
+    instance
+        .query(ctx, request)
+        .map_err(|(CallError::Refused(error) | CallError::Poisoned(error))| error)
+}
