@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+const BIN: &str = env!("CARGO_BIN_EXE_flotilla");
+
 use flotilla::proto::v1::ReadConsistency;
 use flotilla_tests::{NodeProcess, propose, query};
 use serde_json::json;
@@ -27,14 +29,18 @@ fn stdout_json(out: &std::process::Output) -> anyhow::Result<serde_json::Value> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_writes_survive_kill9() -> anyhow::Result<()> {
-    let mut node = NodeProcess::start().await?;
+    let mut node = NodeProcess::start(BIN).await?;
     let tmp = tempfile::tempdir()?;
     let kv = write_plugin(tmp.path(), "kv", flotilla::examples::KV)?;
-    let deployed = stdout_json(&node.cli(&["plugin", "deploy", &kv, "--name", "kv", "--output", "json"])?)?;
+    let deployed =
+        stdout_json(&node.cli(&["plugin", "deploy", &kv, "--name", "kv", "--output", "json"])?)?;
     assert_eq!(deployed["plugin"]["name"], "kv");
     assert_eq!(deployed["plugin"]["version"], 1);
-    let created = stdout_json(&node.cli(&["group", "create", "--plugin", "kv", "--output", "json"])?)?;
-    let group = created["group_id"].as_u64().ok_or_else(|| anyhow::anyhow!("no group id"))?;
+    let created =
+        stdout_json(&node.cli(&["group", "create", "--plugin", "kv", "--output", "json"])?)?;
+    let group = created["group_id"]
+        .as_u64()
+        .ok_or_else(|| anyhow::anyhow!("no group id"))?;
 
     // 1,000 writes from 16 concurrent clients; remember what was acknowledged.
     let acked = Arc::new(Mutex::new(BTreeMap::new()));
@@ -62,7 +68,13 @@ async fn acknowledged_writes_survive_kill9() -> anyhow::Result<()> {
 
     let mut c = node.client().await?;
     for (key, value) in &acked {
-        let got = query(&mut c, group, &json!({"get": {"key": key}}), ReadConsistency::Linearizable).await?;
+        let got = query(
+            &mut c,
+            group,
+            &json!({"get": {"key": key}}),
+            ReadConsistency::Linearizable,
+        )
+        .await?;
         assert_eq!(got["value"], json!(value), "key {key} after kill -9: {got}");
     }
     Ok(())
@@ -70,7 +82,7 @@ async fn acknowledged_writes_survive_kill9() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restart_applies_nothing_twice() -> anyhow::Result<()> {
-    let mut node = NodeProcess::start().await?;
+    let mut node = NodeProcess::start(BIN).await?;
     node.deploy("counter", flotilla::examples::COUNTER).await?;
     let group = node.create_group("counter").await?;
     let mut c = node.client().await?;
@@ -85,29 +97,40 @@ async fn restart_applies_nothing_twice() -> anyhow::Result<()> {
     node.stop()?;
     node.restart().await?;
     let mut c = node.client().await?;
-    let got = query(&mut c, group, &json!({"get": {}}), ReadConsistency::Linearizable).await?;
-    assert_eq!(got["value"], json!(201), "counter after restarts: {got}");
+    let got = query(
+        &mut c,
+        group,
+        &json!({"get": {}}),
+        ReadConsistency::Linearizable,
+    )
+    .await?;
+    assert_eq!(got, json!(201), "counter after restarts: {got}");
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn upgrade_switches_code_at_its_index() -> anyhow::Result<()> {
-    let mut node = NodeProcess::start().await?;
+    let mut node = NodeProcess::start(BIN).await?;
     let tmp = tempfile::tempdir()?;
     // Version 2 of "kv" is deliberately different code (the counter), so the switch is
     // visible: kv commands stop decoding exactly after the upgrade entry.
     let v1 = write_plugin(tmp.path(), "kv1", flotilla::examples::KV)?;
     let v2 = write_plugin(tmp.path(), "kv2", flotilla::examples::COUNTER)?;
     stdout_json(&node.cli(&["plugin", "deploy", &v1, "--name", "kv", "--output", "json"])?)?;
-    let d2 = stdout_json(&node.cli(&["plugin", "deploy", &v2, "--name", "kv", "--output", "json"])?)?;
+    let d2 =
+        stdout_json(&node.cli(&["plugin", "deploy", &v2, "--name", "kv", "--output", "json"])?)?;
     assert_eq!(d2["plugin"]["version"], 2);
     let group = node.create_group("kv@1").await?;
     let mut c = node.client().await?;
     let (before, _) = propose(&mut c, group, &json!({"put": {"key": "a", "value": "1"}})).await?;
 
     let g = group.to_string();
-    let up = stdout_json(&node.cli(&["group", "upgrade", &g, "--plugin", "kv@2", "--output", "json"])?)?;
-    let at = up["index"].as_u64().ok_or_else(|| anyhow::anyhow!("no index: {up}"))?;
+    let up = stdout_json(&node.cli(&[
+        "group", "upgrade", &g, "--plugin", "kv@2", "--output", "json",
+    ])?)?;
+    let at = up["index"]
+        .as_u64()
+        .ok_or_else(|| anyhow::anyhow!("no index: {up}"))?;
     assert!(at > before, "upgrade index {at} not after {before}");
     assert_eq!(up["group"]["plugin"], "kv@2");
 
@@ -123,7 +146,13 @@ async fn upgrade_switches_code_at_its_index() -> anyhow::Result<()> {
     let st = stdout_json(&node.cli(&["group", "status", &g, "--output", "json"])?)?;
     assert_eq!(st["group"]["plugin"], "kv@2", "{st}");
     let mut c = node.client().await?;
-    let got = query(&mut c, group, &json!({"get": {}}), ReadConsistency::Linearizable).await?;
-    assert_eq!(got["value"], json!(5), "{got}");
+    let got = query(
+        &mut c,
+        group,
+        &json!({"get": {}}),
+        ReadConsistency::Linearizable,
+    )
+    .await?;
+    assert_eq!(got, json!(5), "{got}");
     Ok(())
 }

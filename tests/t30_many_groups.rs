@@ -5,11 +5,13 @@ use flotilla::proto::v1::ReadConsistency;
 use flotilla_tests::{NodeProcess, propose, query};
 use serde_json::json;
 
+const BIN: &str = env!("CARGO_BIN_EXE_flotilla");
+
 const GROUPS: usize = 1000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_groups_survive_a_restart() -> anyhow::Result<()> {
-    let mut node = NodeProcess::start().await?;
+    let mut node = NodeProcess::start(BIN).await?;
     node.deploy("kv", flotilla::examples::KV).await?;
     let mut groups = Vec::with_capacity(GROUPS);
     for _ in 0..GROUPS {
@@ -27,7 +29,12 @@ async fn a_thousand_groups_survive_a_restart() -> anyhow::Result<()> {
         let mut c = node.client().await?;
         tasks.push(tokio::spawn(async move {
             for g in part {
-                propose(&mut c, g, &json!({"put": {"key": "owner", "value": format!("group-{g}")}})).await?;
+                propose(
+                    &mut c,
+                    g,
+                    &json!({"put": {"key": "owner", "value": format!("group-{g}")}}),
+                )
+                .await?;
             }
             anyhow::Ok(())
         }));
@@ -41,14 +48,23 @@ async fn a_thousand_groups_survive_a_restart() -> anyhow::Result<()> {
 
     let mut admin = node.admin().await?;
     let listed = admin
-        .list_groups(flotilla::proto::v1::ListGroupsRequest { start_after: 0, limit: 10_000 })
+        .list_groups(flotilla::proto::v1::ListGroupsRequest {
+            start_after: 0,
+            limit: 10_000,
+        })
         .await?
         .into_inner()
         .groups;
     assert_eq!(listed.len(), GROUPS);
     let mut c = node.client().await?;
     for g in groups {
-        let got = query(&mut c, g, &json!({"get": {"key": "owner"}}), ReadConsistency::Linearizable).await?;
+        let got = query(
+            &mut c,
+            g,
+            &json!({"get": {"key": "owner"}}),
+            ReadConsistency::Linearizable,
+        )
+        .await?;
         assert_eq!(got["value"], json!(format!("group-{g}")), "group {g}");
     }
     Ok(())

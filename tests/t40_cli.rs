@@ -3,6 +3,8 @@
 
 use flotilla_tests::NodeProcess;
 
+const BIN: &str = env!("CARGO_BIN_EXE_flotilla");
+
 fn text(out: &std::process::Output) -> (String, String) {
     (
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -12,7 +14,7 @@ fn text(out: &std::process::Output) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_round_trip_and_errors() -> anyhow::Result<()> {
-    let node = NodeProcess::start().await?;
+    let node = NodeProcess::start(BIN).await?;
     let tmp = tempfile::tempdir()?;
     let file = tmp.path().join("kv.wasm");
     std::fs::write(&file, flotilla::examples::KV)?;
@@ -28,9 +30,21 @@ async fn cli_round_trip_and_errors() -> anyhow::Result<()> {
 
     let (stdout, _) = text(&node.cli(&["group", "create", "--plugin", "kv"])?);
     assert!(stdout.contains("created group 1 running kv@1"), "{stdout}");
-    let out = node.cli(&["propose", "--group", "1", r#"{"put":{"key":"hello","value":"world"}}"#])?;
+    let out = node.cli(&[
+        "propose",
+        "--group",
+        "1",
+        r#"{"put":{"key":"hello","value":"world"}}"#,
+    ])?;
     assert!(out.status.success(), "{:?}", text(&out));
-    let out = node.cli(&["query", "--group", "1", r#"{"get":{"key":"hello"}}"#, "--output", "json"])?;
+    let out = node.cli(&[
+        "query",
+        "--group",
+        "1",
+        r#"{"get":{"key":"hello"}}"#,
+        "--output",
+        "json",
+    ])?;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!(v["output"]["value"], "world", "{v}");
     assert_eq!(v["served"], "linearizable");
@@ -38,12 +52,18 @@ async fn cli_round_trip_and_errors() -> anyhow::Result<()> {
     let (stdout, _) = text(&node.cli(&["group", "list"])?);
     assert!(stdout.contains("kv@1"), "{stdout}");
     let (stdout, _) = text(&node.cli(&["plugin", "list"])?);
-    assert!(stdout.contains("kv@1") && stdout.contains("sha256:"), "{stdout}");
+    assert!(
+        stdout.contains("kv@1") && stdout.contains("sha256:"),
+        "{stdout}"
+    );
 
     let out = node.cli(&["query", "--group", "42", r#"{"get":{"key":"x"}}"#])?;
     let (_, stderr) = text(&out);
     assert!(!out.status.success());
-    assert!(stderr.contains("NOT_FOUND") && stderr.contains("group 42"), "{stderr}");
+    assert!(
+        stderr.contains("NOT_FOUND") && stderr.contains("group 42"),
+        "{stderr}"
+    );
 
     let out = node.cli(&["propose", "--group", "1", "{oops"])?;
     let (_, stderr) = text(&out);
@@ -58,6 +78,9 @@ async fn cli_round_trip_and_errors() -> anyhow::Result<()> {
     let dead = node.cli(&["plugin", "list", "--endpoint", "127.0.0.1:1"])?;
     let (_, stderr) = text(&dead);
     assert!(!dead.status.success());
-    assert!(stderr.contains("cannot reach a flotilla node at 127.0.0.1:1"), "{stderr}");
+    assert!(
+        stderr.contains("cannot reach a flotilla node at 127.0.0.1:1"),
+        "{stderr}"
+    );
     Ok(())
 }

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use crate::api::Node;
 use crate::api::admin::AdminService;
 use crate::api::client::ClientService;
-use crate::api::Node;
 use crate::limits;
 use crate::plugin::PluginRuntime;
 use crate::proto::v1::admin_server::AdminServer;
@@ -60,12 +60,13 @@ impl std::fmt::Debug for Server {
 impl Server {
     /// Opens storage, recovers plugins and groups, and binds the port.
     pub async fn start(config: &ServerConfig) -> Result<Self, ServerError> {
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| ServerError::Listen {
-                addr: config.listen,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ServerError::Listen {
+                    addr: config.listen,
+                    source,
+                })?;
         let store = Store::open(&config.data_dir.join("db"))
             .map_err(|e| ServerError::Storage(e.to_string()))?;
         let plugins = Arc::new(
@@ -108,9 +109,7 @@ impl Server {
     /// Serves until `shutdown` completes, then stops the raft loops and syncs.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
         let (reporter, health) = tonic_health::server::health_reporter();
-        reporter
-            .set_serving::<ClientServer<ClientService>>()
-            .await;
+        reporter.set_serving::<ClientServer<ClientService>>().await;
         reporter.set_serving::<AdminServer<AdminService>>().await;
         let client = ClientServer::new(ClientService {
             node: self.node.clone(),
@@ -142,7 +141,11 @@ impl Server {
 
 /// Loads every stored plugin (from the compile cache when possible) and restarts every
 /// hosted group from its persisted state.
-async fn recover(node: &Arc<Node>, store: &Store, plugins: &Arc<PluginRuntime>) -> Result<(), ServerError> {
+async fn recover(
+    node: &Arc<Node>,
+    store: &Store,
+    plugins: &Arc<PluginRuntime>,
+) -> Result<(), ServerError> {
     let started = std::time::Instant::now();
     for (digest, label) in node.deployed_digests() {
         let bytes = store
@@ -165,13 +168,18 @@ async fn recover(node: &Arc<Node>, store: &Store, plugins: &Arc<PluginRuntime>) 
             .map_err(|e| ServerError::Storage(e.to_string()))?
         {
             Some(s) => s.plugin,
-            None => crate::ids::PluginDigest::from_hex(&record.initial_plugin).ok_or_else(|| {
-                ServerError::Storage(format!("group {} has a corrupt plugin digest", record.group_id))
-            })?,
+            None => {
+                crate::ids::PluginDigest::from_hex(&record.initial_plugin).ok_or_else(|| {
+                    ServerError::Storage(format!(
+                        "group {} has a corrupt plugin digest",
+                        record.group_id
+                    ))
+                })?
+            }
         };
-        node.start_group(record, digest)
-            .await
-            .map_err(|e| ServerError::Start(format!("group {}: {}", record.group_id, e.message())))?;
+        node.start_group(record, digest).await.map_err(|e| {
+            ServerError::Start(format!("group {}: {}", record.group_id, e.message()))
+        })?;
     }
     tracing::info!(
         groups = groups.len(),

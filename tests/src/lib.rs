@@ -2,11 +2,13 @@
 //! processes on 127.0.0.1 with their own data dirs, kills them (`SIGKILL`) and restarts
 //! them, runs the `flotilla` CLI as a user would, and gives gRPC clients.
 //!
-//! The binary is the one cargo built for this test run (`target/<profile>/flotilla`,
-//! found next to the test executable).
+//! The test files in this folder are compiled as integration tests of the `flotilla`
+//! package (see `host/Cargo.toml`), so cargo builds the real `flotilla` binary before
+//! running them and hands its path over as `env!("CARGO_BIN_EXE_flotilla")`; each file
+//! passes that path to [`NodeProcess::start`].
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,17 +20,6 @@ use flotilla::proto::v1::{
 };
 use tonic::transport::Channel;
 
-/// The `flotilla` binary built alongside this test.
-pub fn flotilla_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("FLOTILLA_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().unwrap_or_default();
-    // target/<profile>/deps/<test-exe> → target/<profile>/flotilla
-    let profile_dir = exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
-    profile_dir.join(format!("flotilla{}", std::env::consts::EXE_SUFFIX))
-}
-
 /// A port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -39,6 +30,7 @@ pub fn free_port() -> u16 {
 
 /// One `flotilla server` process and its data dir.
 pub struct NodeProcess {
+    pub bin: PathBuf,
     pub addr: String,
     pub data_dir: PathBuf,
     child: Option<Child>,
@@ -47,10 +39,11 @@ pub struct NodeProcess {
 
 impl NodeProcess {
     /// Starts a node on a fresh data dir and waits until it answers.
-    pub async fn start() -> anyhow::Result<Self> {
+    pub async fn start(bin: &str) -> anyhow::Result<Self> {
         let tmp = tempfile::tempdir()?;
         let data_dir = tmp.path().join("data");
         let mut node = Self {
+            bin: PathBuf::from(bin),
             addr: format!("127.0.0.1:{}", free_port()),
             data_dir,
             child: None,
@@ -63,14 +56,14 @@ impl NodeProcess {
     /// Starts (again) the process on the same data dir and address.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         let log = std::fs::File::create(self.data_dir.with_extension("log"))?;
-        let child = Command::new(flotilla_bin())
+        let child = Command::new(&self.bin)
             .args(["server", "--listen", &self.addr, "--data-dir"])
             .arg(&self.data_dir)
             .env("FLOTILLA_LOG", "warn,flotilla=info")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .with_context(|| format!("cannot start {}", flotilla_bin().display()))?;
+            .with_context(|| format!("cannot start {}", self.bin.display()))?;
         self.child = Some(child);
         self.wait_ready(Duration::from_secs(60)).await
     }
@@ -81,15 +74,23 @@ impl NodeProcess {
             if let Some(c) = self.child.as_mut()
                 && let Some(status) = c.try_wait()?
             {
-                bail!("flotilla server exited early with {status}; log:\n{}", self.log());
+                bail!(
+                    "flotilla server exited early with {status}; log:\n{}",
+                    self.log()
+                );
             }
             if let Ok(mut a) = self.admin().await
-                && a.list_plugins(flotilla::proto::v1::ListPluginsRequest {}).await.is_ok()
+                && a.list_plugins(flotilla::proto::v1::ListPluginsRequest {})
+                    .await
+                    .is_ok()
             {
                 return Ok(());
             }
             if start.elapsed() > limit {
-                bail!("flotilla server not ready after {limit:?}; log:\n{}", self.log());
+                bail!(
+                    "flotilla server not ready after {limit:?}; log:\n{}",
+                    self.log()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -127,11 +128,15 @@ impl NodeProcess {
     }
 
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     pub async fn channel(&self) -> anyhow::Result<Channel> {
-        Ok(Channel::from_shared(format!("http://{}", self.addr))?.connect().await?)
+        Ok(Channel::from_shared(format!("http://{}", self.addr))?
+            .connect()
+            .await?)
     }
 
     pub async fn admin(&self) -> anyhow::Result<AdminClient<Channel>> {
@@ -144,7 +149,7 @@ impl NodeProcess {
 
     /// Runs the `flotilla` CLI against this node.
     pub fn cli(&self, args: &[&str]) -> anyhow::Result<Output> {
-        Ok(Command::new(flotilla_bin())
+        Ok(Command::new(&self.bin)
             .args(args)
             .env("FLOTILLA_ENDPOINT", &self.addr)
             .output()?)
@@ -152,7 +157,10 @@ impl NodeProcess {
 
     /// Deploys `bytes` as `name` over gRPC; returns "name@version".
     pub async fn deploy(&self, name: &str, bytes: &[u8]) -> Result<String, tonic::Status> {
-        let mut a = self.admin().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let mut a = self
+            .admin()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
         let chunks: Vec<DeployPluginChunk> = bytes
             .chunks(256 * 1024)
             .enumerate()
@@ -162,15 +170,23 @@ impl NodeProcess {
                 data: c.to_vec(),
             })
             .collect();
-        let r = a.deploy_plugin(futures::stream::iter(chunks)).await?.into_inner();
+        let r = a
+            .deploy_plugin(futures::stream::iter(chunks))
+            .await?
+            .into_inner();
         let p = r.plugin.unwrap_or_default();
         Ok(format!("{}@{}", p.name, p.version))
     }
 
     pub async fn create_group(&self, plugin: &str) -> Result<u64, tonic::Status> {
-        let mut a = self.admin().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let mut a = self
+            .admin()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
         let g = a
-            .create_group(CreateGroupRequest { plugin: plugin.into() })
+            .create_group(CreateGroupRequest {
+                plugin: plugin.into(),
+            })
             .await?
             .into_inner()
             .group

@@ -32,10 +32,9 @@ fn plugin_info(r: &PluginRecord) -> PluginInfo {
 
 impl AdminService {
     fn group_info(&self, group: crate::ids::GroupId) -> Result<GroupInfo, Status> {
-        let (plugin, digest) = self
-            .node
-            .group_plugin(group)
-            .ok_or_else(|| Status::not_found(format!("group {group} does not exist on this node")))?;
+        let (plugin, digest) = self.node.group_plugin(group).ok_or_else(|| {
+            Status::not_found(format!("group {group} does not exist on this node"))
+        })?;
         Ok(GroupInfo {
             group_id: group.0,
             plugin,
@@ -78,7 +77,9 @@ impl Admin for AdminService {
             bytes.extend_from_slice(&chunk.data);
         }
         if first {
-            return Err(Status::invalid_argument("the upload stream carried no chunk"));
+            return Err(Status::invalid_argument(
+                "the upload stream carried no chunk",
+            ));
         }
         if declared != 0 && declared != bytes.len() as u64 {
             return Err(Status::invalid_argument(format!(
@@ -116,7 +117,11 @@ impl Admin for AdminService {
         request: Request<DeleteGroupRequest>,
     ) -> Result<Response<DeleteGroupResponse>, Status> {
         let group = check_group(request.into_inner().group_id)?;
-        self.node.raft.destroy(group).await.map_err(status::from_raft)?;
+        self.node
+            .raft
+            .destroy(group)
+            .await
+            .map_err(status::from_raft)?;
         Ok(Response::new(DeleteGroupResponse {}))
     }
 
@@ -146,7 +151,12 @@ impl Admin for AdminService {
         request: Request<GroupStatusRequest>,
     ) -> Result<Response<GroupStatusResponse>, Status> {
         let group = check_group(request.into_inner().group_id)?;
-        let st = self.node.raft.status(group).await.map_err(status::from_raft)?;
+        let st = self
+            .node
+            .raft
+            .status(group)
+            .await
+            .map_err(status::from_raft)?;
         let applied = self.node.raft.applied(group);
         Ok(Response::new(GroupStatusResponse {
             group: Some(self.group_info(group)?),

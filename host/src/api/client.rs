@@ -9,7 +9,9 @@ use super::status;
 use crate::ids::GroupId;
 use crate::limits;
 use crate::proto::v1::client_server::Client;
-use crate::proto::v1::{ProposeRequest, ProposeResponse, QueryRequest, QueryResponse, ReadConsistency};
+use crate::proto::v1::{
+    ProposeRequest, ProposeResponse, QueryRequest, QueryResponse, ReadConsistency,
+};
 use crate::raftstore::ReadKind;
 
 #[derive(Debug)]
@@ -32,7 +34,9 @@ pub fn check_size(what: &str, len: usize) -> Result<(), Status> {
 
 pub fn check_group(id: u64) -> Result<GroupId, Status> {
     if id == 0 {
-        return Err(Status::invalid_argument("group_id is required (groups start at 1)"));
+        return Err(Status::invalid_argument(
+            "group_id is required (groups start at 1)",
+        ));
     }
     Ok(GroupId(id))
 }
@@ -47,7 +51,9 @@ impl Client for ClientService {
         let group = check_group(req.group_id)?;
         check_size("the command", req.command.len())?;
         if req.request_id.len() > 128 {
-            return Err(Status::invalid_argument("request_id is longer than 128 bytes"));
+            return Err(Status::invalid_argument(
+                "request_id is longer than 128 bytes",
+            ));
         }
         let done = self
             .node
@@ -62,7 +68,10 @@ impl Client for ClientService {
         }))
     }
 
-    async fn query(&self, request: Request<QueryRequest>) -> Result<Response<QueryResponse>, Status> {
+    async fn query(
+        &self,
+        request: Request<QueryRequest>,
+    ) -> Result<Response<QueryResponse>, Status> {
         let req = request.into_inner();
         let group = check_group(req.group_id)?;
         check_size("the query", req.request.len())?;
@@ -72,7 +81,11 @@ impl Client for ClientService {
         let served = match consistency {
             ReadConsistency::Unspecified | ReadConsistency::Linearizable => {
                 let kind = ReadKind::Linearizable;
-                self.node.raft.read_barrier(group, kind).await.map_err(status::from_raft)?;
+                self.node
+                    .raft
+                    .read_barrier(group, kind)
+                    .await
+                    .map_err(status::from_raft)?;
                 ReadConsistency::Linearizable
             }
             ReadConsistency::Lease => {

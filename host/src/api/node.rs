@@ -72,7 +72,10 @@ impl Node {
             .iter()
             .rev()
             .find(|r| r.digest == hex)
-            .map_or_else(|| digest.to_string(), |r| format!("{}@{}", r.name, r.version))
+            .map_or_else(
+                || digest.to_string(),
+                |r| format!("{}@{}", r.name, r.version),
+            )
     }
 
     /// Resolves "name", "name@version" or "sha256:<hex>" to a deployed digest.
@@ -85,7 +88,9 @@ impl Node {
             if self.catalog.read().iter().any(|r| r.digest == d.to_hex()) {
                 return Ok(d);
             }
-            return Err(Status::not_found(format!("no plugin with digest {spec} is deployed")));
+            return Err(Status::not_found(format!(
+                "no plugin with digest {spec} is deployed"
+            )));
         }
         let (name, version) = match spec.split_once('@') {
             Some((n, v)) => {
@@ -99,7 +104,9 @@ impl Node {
             None => (spec, None),
         };
         if name.is_empty() {
-            return Err(Status::invalid_argument("a plugin name is required (like kv or kv@2)"));
+            return Err(Status::invalid_argument(
+                "a plugin name is required (like kv or kv@2)",
+            ));
         }
         let catalog = self.catalog.read();
         let found = catalog
@@ -115,7 +122,11 @@ impl Node {
                     .collect();
                 Err(Status::not_found(format!(
                     "plugin {spec:?} is not deployed (deployed: {})",
-                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
                 )))
             }
         }
@@ -180,7 +191,11 @@ impl Node {
     }
 
     /// Starts the peer of a recorded group (creation or restart).
-    pub async fn start_group(&self, record: &GroupRecord, digest: PluginDigest) -> Result<(), Status> {
+    pub async fn start_group(
+        &self,
+        record: &GroupRecord,
+        digest: PluginDigest,
+    ) -> Result<(), Status> {
         self.raft
             .start_peer(PeerSpec {
                 group: record.group(),
@@ -203,7 +218,11 @@ impl Node {
         self.catalog
             .read()
             .iter()
-            .filter_map(|r| r.digest().ok().map(|d| (d, format!("{}@{}", r.name, r.version))))
+            .filter_map(|r| {
+                r.digest()
+                    .ok()
+                    .map(|d| (d, format!("{}@{}", r.name, r.version)))
+            })
             .collect()
     }
 }

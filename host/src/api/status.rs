@@ -80,14 +80,19 @@ mod tests {
 
     #[test]
     fn codes_follow_the_table() {
-        assert_eq!(from_raft(RaftError::GroupNotFound(GroupId(1))).code(), Code::NotFound);
+        assert_eq!(
+            from_raft(RaftError::GroupNotFound(GroupId(1))).code(),
+            Code::NotFound
+        );
         let s = from_raft(RaftError::NotLeader {
             group: GroupId(1),
             leader: Some(PeerId(7)),
         });
         assert_eq!(s.code(), Code::Unavailable);
         assert_eq!(
-            s.metadata().get("leader-peer-id").and_then(|v| v.to_str().ok()),
+            s.metadata()
+                .get("leader-peer-id")
+                .and_then(|v| v.to_str().ok()),
             Some("7")
         );
         assert_eq!(

@@ -9,10 +9,10 @@ use anyhow::Context as _;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::ClientOpts;
 use super::connect::{channel, status_error};
 use super::output::{OutputFormat, print_json};
 use super::plugin::deploy_bytes;
-use super::ClientOpts;
 use crate::examples;
 use crate::proto::v1::admin_client::AdminClient;
 use crate::proto::v1::client_client::ClientClient;
@@ -40,9 +40,18 @@ pub struct BenchArgs {
 }
 
 pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(a.clients > 0 && a.clients <= 4096, "--clients must be 1..=4096");
-    anyhow::ensure!(a.groups > 0 && a.groups <= 10_000, "--groups must be 1..=10000");
-    anyhow::ensure!(a.value_size <= crate::limits::COMMAND_SIZE_BYTES_MAX / 2, "--value-size is too large");
+    anyhow::ensure!(
+        a.clients > 0 && a.clients <= 4096,
+        "--clients must be 1..=4096"
+    );
+    anyhow::ensure!(
+        a.groups > 0 && a.groups <= 10_000,
+        "--groups must be 1..=10000"
+    );
+    anyhow::ensure!(
+        a.value_size <= crate::limits::COMMAND_SIZE_BYTES_MAX / 2,
+        "--value-size is too large"
+    );
     let (info, _) = deploy_bytes(&a.opts.endpoint, "kv", examples::KV.to_vec(), false).await?;
     let plugin = format!("kv@{}", info.version);
     let ch = channel(&a.opts.endpoint).await?;
@@ -50,7 +59,9 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     let mut groups = Vec::with_capacity(a.groups);
     for _ in 0..a.groups {
         let g = admin
-            .create_group(CreateGroupRequest { plugin: plugin.clone() })
+            .create_group(CreateGroupRequest {
+                plugin: plugin.clone(),
+            })
             .await
             .map_err(status_error)?
             .into_inner()
@@ -79,7 +90,11 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
                 let cmd = format!(r#"{{"put":{{"key":"c{i}-{n}","value":"{value}"}}}}"#);
                 let t = Instant::now();
                 let r = c
-                    .propose(ProposeRequest { group_id: group, command: cmd.into_bytes(), request_id: String::new() })
+                    .propose(ProposeRequest {
+                        group_id: group,
+                        command: cmd.into_bytes(),
+                        request_id: String::new(),
+                    })
                     .await;
                 match r {
                     Ok(_) => {
@@ -103,7 +118,10 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let secs = start.elapsed().as_secs_f64();
         bar.set_position(start.elapsed().as_secs());
-        bar.set_message(format!("{:.0} writes/s", done.load(Ordering::Relaxed) as f64 / secs));
+        bar.set_message(format!(
+            "{:.0} writes/s",
+            done.load(Ordering::Relaxed) as f64 / secs
+        ));
     }
     let mut total = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     for t in tasks {
@@ -123,8 +141,15 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         OutputFormat::Json => print_json(&summary),
         OutputFormat::Table => println!(
             "{} clients, {} group(s), {}-byte values, {:.1}s: {:.0} writes/s acknowledged ({} errors); latency p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms",
-            a.clients, a.groups, a.value_size, elapsed, ok as f64 / elapsed,
-            errors.load(Ordering::Relaxed), ms(0.5), ms(0.99), ms(0.999)
+            a.clients,
+            a.groups,
+            a.value_size,
+            elapsed,
+            ok as f64 / elapsed,
+            errors.load(Ordering::Relaxed),
+            ms(0.5),
+            ms(0.99),
+            ms(0.999)
         ),
     }
     Ok(())

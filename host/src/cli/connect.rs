@@ -19,7 +19,9 @@ pub async fn channel(endpoint: &str) -> anyhow::Result<Channel> {
         .connect()
         .await
         .with_context(|| {
-            format!("cannot reach a flotilla node at {endpoint} (is `flotilla server` running there?)")
+            format!(
+                "cannot reach a flotilla node at {endpoint} (is `flotilla server` running there?)"
+            )
         })
 }
 

@@ -1,8 +1,8 @@
 //! `flotilla group create|list|status|delete|upgrade`.
 
+use super::ClientOpts;
 use super::connect::{admin, status_error};
 use super::output::{OutputFormat, print_json, table};
-use super::ClientOpts;
 use crate::proto::v1::*;
 
 #[derive(Debug, clap::Subcommand)]
@@ -58,7 +58,9 @@ pub async fn run(cmd: GroupCmd) -> anyhow::Result<()> {
                 .unwrap_or_default();
             match opts.output {
                 OutputFormat::Json => print_json(&group_json(&g)),
-                OutputFormat::Table => println!("created group {} running {}", g.group_id, g.plugin),
+                OutputFormat::Table => {
+                    println!("created group {} running {}", g.group_id, g.plugin)
+                }
             }
         }
         GroupCmd::List { opts } => {
@@ -67,7 +69,10 @@ pub async fn run(cmd: GroupCmd) -> anyhow::Result<()> {
             let mut start_after = 0;
             loop {
                 let page = c
-                    .list_groups(ListGroupsRequest { start_after, limit: 1000 })
+                    .list_groups(ListGroupsRequest {
+                        start_after,
+                        limit: 1000,
+                    })
                     .await
                     .map_err(status_error)?
                     .into_inner()
@@ -77,11 +82,19 @@ pub async fn run(cmd: GroupCmd) -> anyhow::Result<()> {
                 all.extend(page);
             }
             match opts.output {
-                OutputFormat::Json => print_json(&serde_json::Value::Array(all.iter().map(group_json).collect())),
+                OutputFormat::Json => print_json(&serde_json::Value::Array(
+                    all.iter().map(group_json).collect(),
+                )),
                 OutputFormat::Table => {
                     let rows = all
                         .iter()
-                        .map(|g| vec![g.group_id.to_string(), g.plugin.clone(), format!("{:?}", g.peers)])
+                        .map(|g| {
+                            vec![
+                                g.group_id.to_string(),
+                                g.plugin.clone(),
+                                format!("{:?}", g.peers),
+                            ]
+                        })
                         .collect();
                     println!("{}", table(&["GROUP", "PLUGIN", "PEERS"], rows));
                 }
@@ -112,7 +125,10 @@ pub async fn run(cmd: GroupCmd) -> anyhow::Result<()> {
                         vec!["leader".into(), s.leader_peer_id.to_string()],
                         vec!["commit index".into(), s.commit_index.to_string()],
                         vec!["applied index".into(), s.applied_index.to_string()],
-                        vec!["log".into(), format!("[{}, {}]", s.first_index, s.last_index)],
+                        vec![
+                            "log".into(),
+                            format!("[{}, {}]", s.first_index, s.last_index),
+                        ],
                         vec!["pending proposals".into(), s.pending_proposals.to_string()],
                     ];
                     println!("{}", table(&["FIELD", "VALUE"], rows));
@@ -129,17 +145,29 @@ pub async fn run(cmd: GroupCmd) -> anyhow::Result<()> {
                 OutputFormat::Table => println!("deleted group {group}"),
             }
         }
-        GroupCmd::Upgrade { group, plugin, opts } => {
+        GroupCmd::Upgrade {
+            group,
+            plugin,
+            opts,
+        } => {
             let mut c = admin(&opts.endpoint).await?;
             let r = c
-                .upgrade_group(UpgradeGroupRequest { group_id: group, plugin })
+                .upgrade_group(UpgradeGroupRequest {
+                    group_id: group,
+                    plugin,
+                })
                 .await
                 .map_err(status_error)?
                 .into_inner();
             let g = r.group.unwrap_or_default();
             match opts.output {
-                OutputFormat::Json => print_json(&serde_json::json!({ "index": r.index, "group": group_json(&g) })),
-                OutputFormat::Table => println!("group {} runs {} from log index {}", g.group_id, g.plugin, r.index),
+                OutputFormat::Json => {
+                    print_json(&serde_json::json!({ "index": r.index, "group": group_json(&g) }))
+                }
+                OutputFormat::Table => println!(
+                    "group {} runs {} from log index {}",
+                    g.group_id, g.plugin, r.index
+                ),
             }
         }
     }

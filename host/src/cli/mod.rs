@@ -19,7 +19,11 @@ pub use output::OutputFormat;
 pub const DEFAULT_ENDPOINT: &str = "127.0.0.1:7420";
 
 #[derive(Debug, Parser)]
-#[command(name = "flotilla", version, about = "Multi-raft replicated state machines with WebAssembly plugins")]
+#[command(
+    name = "flotilla",
+    version,
+    about = "Multi-raft replicated state machines with WebAssembly plugins"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -28,5 +28,6 @@ pub fn print_json(value: &serde_json::Value) {
 
 /// A plugin output as JSON: parsed if it is JSON, else `{"hex": ...}`.
 pub fn output_value(bytes: &[u8]) -> serde_json::Value {
-    serde_json::from_slice(bytes).unwrap_or_else(|_| serde_json::json!({ "hex": hex::encode(bytes) }))
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|_| serde_json::json!({ "hex": hex::encode(bytes) }))
 }

@@ -6,9 +6,9 @@ use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio_stream::StreamExt as _;
 
+use super::ClientOpts;
 use super::connect::{admin, status_error};
 use super::output::{OutputFormat, print_json, table};
-use super::ClientOpts;
 use crate::limits;
 use crate::proto::v1::{DeployPluginChunk, ListPluginsRequest, PluginInfo};
 
@@ -42,9 +42,15 @@ pub async fn run(cmd: PluginCmd) -> anyhow::Result<()> {
                     "plugin": info_json(&info), "already_present": already })),
                 OutputFormat::Table => {
                     if already {
-                        println!("{}@{} is already deployed ({})", info.name, info.version, info.digest);
+                        println!(
+                            "{}@{} is already deployed ({})",
+                            info.name, info.version, info.digest
+                        );
                     } else {
-                        println!("deployed {}@{} ({}, {} bytes)", info.name, info.version, info.digest, info.size_bytes);
+                        println!(
+                            "deployed {}@{} ({}, {} bytes)",
+                            info.name, info.version, info.digest, info.size_bytes
+                        );
                     }
                 }
             }
@@ -59,7 +65,9 @@ pub async fn run(cmd: PluginCmd) -> anyhow::Result<()> {
                 .into_inner()
                 .plugins;
             match opts.output {
-                OutputFormat::Json => print_json(&serde_json::Value::Array(list.iter().map(info_json).collect())),
+                OutputFormat::Json => print_json(&serde_json::Value::Array(
+                    list.iter().map(info_json).collect(),
+                )),
                 OutputFormat::Table => {
                     let rows = list
                         .iter()
@@ -97,7 +105,9 @@ pub async fn deploy_bytes(
     let total = bytes.len() as u64;
     let bar = if progress {
         let b = ProgressBar::new(total);
-        if let Ok(style) = ProgressStyle::with_template("uploading {msg} [{bar:30}] {bytes}/{total_bytes}") {
+        if let Ok(style) =
+            ProgressStyle::with_template("uploading {msg} [{bar:30}] {bytes}/{total_bytes}")
+        {
             b.set_style(style.progress_chars("=> "));
         }
         b.set_message(name.to_string());
@@ -129,4 +139,3 @@ pub async fn deploy_bytes(
         .ok_or_else(|| anyhow::anyhow!("the node answered without plugin info"))?;
     Ok((info, resp.already_present))
 }
-

@@ -1,8 +1,8 @@
 //! `flotilla propose` and `flotilla query`.
 
+use super::ClientOpts;
 use super::connect::{client, status_error};
 use super::output::{OutputFormat, output_value, print_json};
-use super::ClientOpts;
 use crate::proto::v1::{ProposeRequest, QueryRequest, ReadConsistency};
 
 #[derive(Debug, clap::Args)]

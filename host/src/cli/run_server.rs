@@ -52,12 +52,18 @@ async fn start(args: &ServerArgs) -> anyhow::Result<Server> {
         listen: args.listen,
         data_dir: args.data_dir.clone(),
     };
-    let server = Server::start(&config)
-        .await
-        .with_context(|| format!("cannot start the node (data dir {})", args.data_dir.display()))?;
+    let server = Server::start(&config).await.with_context(|| {
+        format!(
+            "cannot start the node (data dir {})",
+            args.data_dir.display()
+        )
+    })?;
     let addr = server.local_addr().unwrap_or(args.listen);
     tracing::info!(%addr, data_dir = %args.data_dir.display(), "flotilla node serving");
-    println!("flotilla node serving on {addr} (data dir {})", args.data_dir.display());
+    println!(
+        "flotilla node serving on {addr} (data dir {})",
+        args.data_dir.display()
+    );
     Ok(server)
 }
 
@@ -77,11 +83,17 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let setup = async {
         for (name, bytes) in examples::EXAMPLES {
             let (info, _) = deploy_bytes(&endpoint, name, bytes.to_vec(), false).await?;
-            println!("plugin {}@{} deployed ({})", info.name, info.version, info.digest);
+            println!(
+                "plugin {}@{} deployed ({})",
+                info.name, info.version, info.digest
+            );
         }
         let mut c = admin(&endpoint).await?;
         let existing = c
-            .list_groups(ListGroupsRequest { start_after: 0, limit: 100 })
+            .list_groups(ListGroupsRequest {
+                start_after: 0,
+                limit: 100,
+            })
             .await
             .map_err(status_error)?
             .into_inner()
@@ -90,7 +102,9 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         if groups.is_empty() {
             for (name, _) in examples::EXAMPLES {
                 let g = c
-                    .create_group(CreateGroupRequest { plugin: name.to_string() })
+                    .create_group(CreateGroupRequest {
+                        plugin: name.to_string(),
+                    })
                     .await
                     .map_err(status_error)?
                     .into_inner()
@@ -103,7 +117,10 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         for g in &groups {
             println!("  group {:<4} runs {}", g.group_id, g.plugin);
         }
-        let kv = groups.iter().find(|g| g.plugin.starts_with("kv@")).map_or(1, |g| g.group_id);
+        let kv = groups
+            .iter()
+            .find(|g| g.plugin.starts_with("kv@"))
+            .map_or(1, |g| g.group_id);
         println!(
             "\ntry next (in another terminal):\n  \
              flotilla propose --group {kv} '{{\"put\":{{\"key\":\"hello\",\"value\":\"world\"}}}}'\n  \

@@ -78,7 +78,10 @@ impl ApplyLoop {
                 if p.index == entry.index && p.term == entry.term {
                     mine = Some(p);
                 } else {
-                    fail(p, &RaftError::Dropped("leadership changed before it committed".into()));
+                    fail(
+                        p,
+                        &RaftError::Dropped("leadership changed before it committed".into()),
+                    );
                 }
             }
             if entry.index <= state.applied_index {
@@ -102,7 +105,12 @@ impl ApplyLoop {
         self.router.notify(group);
     }
 
-    fn run_entry(&self, group: GroupId, entry: &Entry, state: &mut ApplyState) -> (WriteSet, Outcome) {
+    fn run_entry(
+        &self,
+        group: GroupId,
+        entry: &Entry,
+        state: &mut ApplyState,
+    ) -> (WriteSet, Outcome) {
         if entry.get_entry_type() != EntryType::EntryNormal || entry.data.is_empty() {
             return (WriteSet::new(), Outcome::Nothing);
         }
@@ -136,7 +144,10 @@ impl ApplyLoop {
                 let reader = self.store.clone();
                 let view = KvView::for_apply(reader, group);
                 let (view, outcomes) = self.fsm.apply_entry(state.plugin, ctx, &cmds, view);
-                if let Some(Err(e)) = outcomes.iter().find(|o| matches!(o, Err(FsmError::Storage(_)))) {
+                if let Some(Err(e)) = outcomes
+                    .iter()
+                    .find(|o| matches!(o, Err(FsmError::Storage(_))))
+                {
                     (self.fatal)(&format!("group {group} at {}: {e}", entry.index));
                 }
                 (view.into_writes(), Outcome::Commands(outcomes))

@@ -71,7 +71,10 @@ pub enum FsmError {
     MemoryLimit { limit_bytes: usize },
     /// The output was larger than the node accepts.
     #[error("the plugin returned {size_bytes} bytes, over the limit of {limit_bytes}")]
-    OutputTooLarge { size_bytes: usize, limit_bytes: usize },
+    OutputTooLarge {
+        size_bytes: usize,
+        limit_bytes: usize,
+    },
     /// The plugin broke a KV rule (oversized key or value, too many bytes written, a
     /// write during a query).
     #[error("the plugin misused the KV interface: {0}")]
@@ -360,7 +363,13 @@ mod tests {
     fn keys(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<String> {
         pairs
             .into_iter()
-            .map(|(k, v)| format!("{}={}", String::from_utf8_lossy(&k), String::from_utf8_lossy(&v)))
+            .map(|(k, v)| {
+                format!(
+                    "{}={}",
+                    String::from_utf8_lossy(&k),
+                    String::from_utf8_lossy(&v)
+                )
+            })
             .collect()
     }
 

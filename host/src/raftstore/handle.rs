@@ -26,7 +26,9 @@ pub struct RaftStore {
 
 impl std::fmt::Debug for RaftStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RaftStore").field("router", &self.router).finish()
+        f.debug_struct("RaftStore")
+            .field("router", &self.router)
+            .finish()
     }
 }
 
@@ -56,7 +58,8 @@ impl RaftStore {
     /// Starts the store loop and the apply loop.
     pub fn start(deps: StoreDeps) -> std::io::Result<(Self, StoreThreads)> {
         let (router, receivers) = Router::new();
-        let (apply_tx, apply_rx) = crossbeam_channel::bounded::<ApplyTask>(limits::APPLY_QUEUE_CAPACITY);
+        let (apply_tx, apply_rx) =
+            crossbeam_channel::bounded::<ApplyTask>(limits::APPLY_QUEUE_CAPACITY);
         let apply_loop = ApplyLoop {
             store: deps.apply.clone(),
             fsm: deps.fsm.clone(),
@@ -92,7 +95,8 @@ impl RaftStore {
     /// Starts (bootstrapping or recovering) a peer on this node.
     pub async fn start_peer(&self, spec: PeerSpec) -> Result<(), RaftError> {
         let (reply, rx) = oneshot::channel();
-        self.router.send_control(StoreMsg::StartPeer { spec, reply })?;
+        self.router
+            .send_control(StoreMsg::StartPeer { spec, reply })?;
         rx.await.map_err(|_| RaftError::Stopped)?
     }
 
@@ -146,7 +150,8 @@ impl RaftStore {
     /// Proposes a switch to `plugin`; returns the index at which the group switched.
     pub async fn upgrade(&self, group: GroupId, plugin: PluginDigest) -> Result<u64, RaftError> {
         let (reply, rx) = oneshot::channel();
-        self.router.send(group, PeerMsg::Upgrade { plugin, reply })?;
+        self.router
+            .send(group, PeerMsg::Upgrade { plugin, reply })?;
         rx.await.map_err(|_| RaftError::Stopped)?
     }
 

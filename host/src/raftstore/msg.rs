@@ -80,7 +80,10 @@ pub enum PeerMsg {
         reply: ProposeReply,
     },
     /// Answers with the index the caller must wait for (applied >= index) before reading.
-    Read { kind: ReadKind, reply: IndexReply },
+    Read {
+        kind: ReadKind,
+        reply: IndexReply,
+    },
     Upgrade {
         plugin: PluginDigest,
         reply: IndexReply,

@@ -121,7 +121,12 @@ impl Peer {
                 limits::PENDING_PROPOSALS_MAX
             ));
         }
-        let lag = self.raw.raft.raft_log.committed.saturating_sub(self.applied);
+        let lag = self
+            .raw
+            .raft
+            .raft_log
+            .committed
+            .saturating_sub(self.applied);
         if lag > limits::APPLY_LAG_ENTRIES_MAX {
             return Some(format!(
                 "{lag} committed entries not applied yet, limit {}",
@@ -236,7 +241,11 @@ impl Peer {
                     replies,
                 });
             }
-            Ok(()) => fail(replies, self, &RaftError::Dropped("raft did not append it".into())),
+            Ok(()) => fail(
+                replies,
+                self,
+                &RaftError::Dropped("raft did not append it".into()),
+            ),
             Err(e) => fail(replies, self, &RaftError::Dropped(e.to_string())),
         }
 
@@ -373,7 +382,9 @@ impl Peer {
         drop(rd.take_messages());
         drop(rd.take_persisted_messages());
         let mut entries = rd.take_committed_entries();
-        let mut light = self.raw.advance(rd);
+        // `advance_append`, not `advance`: apply runs elsewhere and reports back through
+        // `on_applied`, which calls `advance_apply_to`.
+        let mut light = self.raw.advance_append(rd);
         if let Some(commit) = light.commit_index() {
             self.raw.mut_store().set_commit(commit);
         }

@@ -150,7 +150,10 @@ impl raft::Storage for PeerStorage {
                 .map_err(store_err)?,
         };
         let mut next = low + out.len() as u64;
-        let mut size: u64 = out.iter().map(|e| u64::from(protobuf::Message::compute_size(e))).sum();
+        let mut size: u64 = out
+            .iter()
+            .map(|e| u64::from(protobuf::Message::compute_size(e)))
+            .sum();
         while next < high {
             let Some(e) = self.cached(next) else {
                 break;

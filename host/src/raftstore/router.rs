@@ -70,9 +70,7 @@ impl Router {
 
     /// Sends `msg` to `group`'s mailbox and schedules the group.
     pub fn send(&self, group: GroupId, msg: PeerMsg) -> Result<(), RaftError> {
-        let mailbox = self
-            .mailbox(group)
-            .ok_or(RaftError::GroupNotFound(group))?;
+        let mailbox = self.mailbox(group).ok_or(RaftError::GroupNotFound(group))?;
         match mailbox.tx.try_send(msg) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
@@ -123,7 +121,10 @@ impl Router {
         if map.len() >= limits::GROUPS_PER_NODE_MAX {
             return Err(RaftError::Busy {
                 group,
-                reason: format!("node hosts its limit of {} groups", limits::GROUPS_PER_NODE_MAX),
+                reason: format!(
+                    "node hosts its limit of {} groups",
+                    limits::GROUPS_PER_NODE_MAX
+                ),
                 retry_after_ms: 60_000,
             });
         }

@@ -31,7 +31,8 @@ impl GroupShared {
     /// Publishes a new apply state (called by the apply loop after it committed it).
     pub fn publish(&self, state: ApplyState) {
         *self.plugin.write() = state.plugin;
-        self.applied_term.store(state.applied_term, Ordering::Release);
+        self.applied_term
+            .store(state.applied_term, Ordering::Release);
         self.applied_timestamp_ms
             .store(state.applied_timestamp_ms, Ordering::Release);
         self.applied_index

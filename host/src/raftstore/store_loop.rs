@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{RecvTimeoutError, Sender};
-use raft::eraftpb::{ConfState, HardState};
 use raft::RawNode;
+use raft::eraftpb::{ConfState, HardState};
 
 use super::apply::ApplyTask;
 use super::msg::{PeerSpec, RaftError, StoreMsg};

@@ -89,7 +89,11 @@ impl ApplyStore for Store {
     }
 
     fn apply_state(&self, group: GroupId) -> Result<Option<ApplyState>, StoreError> {
-        match self.apply_state.get(keys::group_prefix(group)).map_err(err)? {
+        match self
+            .apply_state
+            .get(keys::group_prefix(group))
+            .map_err(err)?
+        {
             None => Ok(None),
             Some(b) => decode_apply_state(&b)
                 .map(Some)
@@ -98,7 +102,10 @@ impl ApplyStore for Store {
     }
 
     fn destroy_group(&self, group: GroupId) -> Result<(), StoreError> {
-        let mut batch = self.db.batch().durability(Some(fjall::PersistMode::SyncData));
+        let mut batch = self
+            .db
+            .batch()
+            .durability(Some(fjall::PersistMode::SyncData));
         let start = keys::group_prefix(group);
         let end = keys::group_end(group);
         for ks in [&self.raft_log, &self.raft_state, &self.kv] {
@@ -144,8 +151,16 @@ mod tests {
         assert_eq!(KvReader::get(&store, GroupId(1), b"a").map_err(err)?, None);
         store.destroy_group(GroupId(1))?;
         assert_eq!(store.apply_state(GroupId(1))?, None);
-        assert_eq!(KvReader::scan(&store, GroupId(1), b"", None, 10).map_err(err)?.len(), 0);
-        assert_eq!(KvReader::get(&store, GroupId(2), b"a").map_err(err)?, Some(b"x".to_vec()));
+        assert_eq!(
+            KvReader::scan(&store, GroupId(1), b"", None, 10)
+                .map_err(err)?
+                .len(),
+            0
+        );
+        assert_eq!(
+            KvReader::get(&store, GroupId(2), b"a").map_err(err)?,
+            Some(b"x".to_vec())
+        );
         Ok(())
     }
 }

@@ -54,7 +54,10 @@ impl Store {
     pub fn put_plugin(&self, record: &PluginRecord, bytes: &[u8]) -> Result<(), StoreError> {
         let digest = record.digest()?;
         let json = serde_json::to_vec(record).map_err(err)?;
-        let mut batch = self.db.batch().durability(Some(fjall::PersistMode::SyncData));
+        let mut batch = self
+            .db
+            .batch()
+            .durability(Some(fjall::PersistMode::SyncData));
         batch.insert(&self.plugins, digest.0.to_vec(), bytes.to_vec());
         batch.insert(
             &self.meta,
@@ -83,7 +86,10 @@ impl Store {
     /// Records a group this node hosts (synced).
     pub fn put_group(&self, record: &GroupRecord) -> Result<(), StoreError> {
         let json = serde_json::to_vec(record).map_err(err)?;
-        let mut batch = self.db.batch().durability(Some(fjall::PersistMode::SyncData));
+        let mut batch = self
+            .db
+            .batch()
+            .durability(Some(fjall::PersistMode::SyncData));
         batch.insert(&self.meta, keys::group_meta_key(record.group()), json);
         batch.commit().map_err(err)
     }

@@ -28,17 +28,29 @@ impl LogStore for Store {
             }
             if let Some(hs) = &w.hard_state {
                 let bytes = hs.write_to_bytes().map_err(err)?;
-                batch.insert(&self.raft_state, keys::state_key(g, keys::TAG_HARD_STATE), bytes);
+                batch.insert(
+                    &self.raft_state,
+                    keys::state_key(g, keys::TAG_HARD_STATE),
+                    bytes,
+                );
             }
             if let Some(cs) = &w.conf_state {
                 let bytes = cs.write_to_bytes().map_err(err)?;
-                batch.insert(&self.raft_state, keys::state_key(g, keys::TAG_CONF_STATE), bytes);
+                batch.insert(
+                    &self.raft_state,
+                    keys::state_key(g, keys::TAG_CONF_STATE),
+                    bytes,
+                );
             }
             if let Some((index, term)) = w.compact_to {
                 let mut rec = [0u8; 16];
                 rec[..8].copy_from_slice(&index.to_be_bytes());
                 rec[8..].copy_from_slice(&term.to_be_bytes());
-                batch.insert(&self.raft_state, keys::state_key(g, keys::TAG_TRUNCATED), rec);
+                batch.insert(
+                    &self.raft_state,
+                    keys::state_key(g, keys::TAG_TRUNCATED),
+                    rec,
+                );
                 let start = keys::log_key(g, 0);
                 let end = keys::log_key(g, index.saturating_add(1));
                 self.remove_range(&mut batch, &self.raft_log, &start, Some(&end))?;
@@ -106,7 +118,11 @@ impl LogStore for Store {
                     u64::from_be_bytes(t.try_into().map_err(err)?),
                 )
             }
-            Some(_) => return Err(StoreError(format!("corrupt truncated state of group {group}"))),
+            Some(_) => {
+                return Err(StoreError(format!(
+                    "corrupt truncated state of group {group}"
+                )));
+            }
             None => (0, 0),
         };
         let start = keys::log_key(group, 0).to_vec();

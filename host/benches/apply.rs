@@ -1,0 +1,128 @@
+//! Per-entry apply cost of the Wasm `kv` plugin against the same logic written natively,
+//! both driven through the same host path (`StateMachineHost::apply_entry` over a
+//! `KvView`), so the difference is what the sandbox costs: a fresh instance per entry,
+//! fuel metering, and copying across the component boundary.
+//!
+//! `cargo bench -p flotilla --bench apply`
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use flotilla::ids::{GroupId, PluginDigest};
+use flotilla::plugin::PluginRuntime;
+use flotilla::raftstore::fsm::{
+    CommandOutcome, EntryContext, FsmError, KvReader, KvView, QueryContext, StateMachineHost,
+};
+
+#[derive(Default)]
+struct MemReader(Mutex<BTreeMap<Vec<u8>, Vec<u8>>>);
+
+impl KvReader for MemReader {
+    fn get(&self, _: GroupId, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        Ok(self.0.lock().map_err(|e| e.to_string())?.get(key).cloned())
+    }
+    fn scan(
+        &self,
+        _: GroupId,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+        let m = self.0.lock().map_err(|e| e.to_string())?;
+        Ok(m.range(start.to_vec()..)
+            .take_while(|(k, _)| end.is_none_or(|e| k.as_slice() < e))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+}
+
+/// The kv plugin's `put`, written natively against the same KV view.
+struct NativeKv;
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Cmd {
+    Put { key: String, value: String },
+}
+
+impl StateMachineHost for NativeKv {
+    fn apply_entry(
+        &self,
+        _: PluginDigest,
+        _: EntryContext,
+        commands: &[&[u8]],
+        mut kv: KvView,
+    ) -> (KvView, Vec<CommandOutcome>) {
+        let mut out = Vec::with_capacity(commands.len());
+        for c in commands {
+            let r = match serde_json::from_slice::<Cmd>(c) {
+                Ok(Cmd::Put { key, value }) => kv.get(key.as_bytes()).and_then(|prev| {
+                    kv.put(key.as_bytes(), value.as_bytes())?;
+                    let prev = prev.map(|p| String::from_utf8_lossy(&p).into_owned());
+                    serde_json::to_vec(&serde_json::json!({ "previous": prev }))
+                        .map_err(|e| FsmError::Rejected(e.to_string()))
+                }),
+                Err(e) => Err(FsmError::Invalid(e.to_string())),
+            };
+            match r {
+                Ok(_) => kv.commit_command(),
+                Err(_) => kv.discard_command(),
+            }
+            out.push(r);
+        }
+        (kv, out)
+    }
+    fn query(&self, _: PluginDigest, _: QueryContext, _: &[u8], _: KvView) -> CommandOutcome {
+        Err(FsmError::Rejected("not benchmarked".into()))
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let runtime = PluginRuntime::new(cache.path().to_path_buf()).expect("runtime");
+    let digest = PluginDigest::of(flotilla::examples::KV);
+    runtime
+        .load(digest, flotilla::examples::KV)
+        .expect("load kv");
+    let reader: Arc<MemReader> = Arc::new(MemReader::default());
+    let hosts: [(&str, &dyn StateMachineHost); 2] = [("wasm", &runtime), ("native", &NativeKv)];
+    let mut group = c.benchmark_group("apply_entry");
+    for commands_per_entry in [1usize, 64] {
+        let cmds: Vec<Vec<u8>> = (0..commands_per_entry)
+            .map(|i| {
+                format!(r#"{{"put":{{"key":"k{i}","value":"0123456789abcdef"}}}}"#).into_bytes()
+            })
+            .collect();
+        let refs: Vec<&[u8]> = cmds.iter().map(Vec::as_slice).collect();
+        group.throughput(Throughput::Elements(commands_per_entry as u64));
+        for (name, host) in hosts {
+            group.bench_with_input(
+                BenchmarkId::new(name, commands_per_entry),
+                &refs,
+                |b, refs| {
+                    let mut index = 0;
+                    b.iter(|| {
+                        index += 1;
+                        let ctx = EntryContext {
+                            group: GroupId(1),
+                            index,
+                            term: 1,
+                            timestamp_ms: 0,
+                            random_seed: 7,
+                        };
+                        let view = KvView::for_apply(reader.clone(), GroupId(1));
+                        let (view, outcomes) = host.apply_entry(digest, ctx, refs, view);
+                        assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+                        view.into_writes()
+                    });
+                },
+            );
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
