@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::fixture::{MapReader, apply_view, entry, guest, runtime_with};
+use crate::examples::KV;
 use crate::raftstore::fsm::StateMachineHost;
 
 /// Commands applied per measurement, spread over entries of different sizes.
@@ -13,10 +14,17 @@ const COMMANDS_TOTAL: usize = 20_000;
 #[test]
 #[ignore = "a measurement; run by hand"]
 fn fresh_instance_and_call_costs() {
-    let (runtime, digest, _dir) = runtime_with(&guest());
+    println!("hand-written WAT guest, `wk` (one put):");
+    measure(&guest(), b"wk");
+    println!("kv example (Rust SDK, JSON), one put:");
+    measure(KV, br#"{"put":{"key":"k","value":"v"}}"#);
+}
+
+fn measure(plugin: &[u8], command: &[u8]) {
+    let (runtime, digest, _dir) = runtime_with(plugin);
     let reader = Arc::new(MapReader::default());
     for commands_per_entry in [1usize, 16, 256] {
-        let commands: Vec<&[u8]> = vec![b"wk".as_slice(); commands_per_entry];
+        let commands: Vec<&[u8]> = vec![command; commands_per_entry];
         let entries = COMMANDS_TOTAL / commands_per_entry;
         for index in 0..100 {
             let _ = runtime.apply_entry(digest, entry(index), &commands, apply_view(&reader));
