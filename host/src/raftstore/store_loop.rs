@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{RecvTimeoutError, Sender};
+use crossbeam_channel::Sender;
 use raft::RawNode;
 use raft::eraftpb::{ConfState, HardState};
 
@@ -47,10 +47,21 @@ impl StoreLoop {
         loop {
             let mut scheduled = Vec::new();
             let timeout = next_tick.saturating_duration_since(Instant::now());
-            match rx.ready_rx.recv_timeout(timeout) {
-                Ok(g) => scheduled.push(g),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
+            // Wake for a scheduled group, a control message, or the next tick.
+            crossbeam_channel::select! {
+                recv(rx.ready_rx) -> g => match g {
+                    Ok(g) => scheduled.push(g),
+                    Err(_) => return,
+                },
+                recv(rx.control_rx) -> msg => match msg {
+                    Ok(msg) => {
+                        if self.control(msg, &mut scheduled) {
+                            return;
+                        }
+                    }
+                    Err(_) => return,
+                },
+                default(timeout) => {}
             }
             while scheduled.len() < limits::ROUND_GROUPS_MAX {
                 match rx.ready_rx.try_recv() {
@@ -59,21 +70,8 @@ impl StoreLoop {
                 }
             }
             while let Ok(msg) = rx.control_rx.try_recv() {
-                match msg {
-                    StoreMsg::StartPeer { spec, reply } => {
-                        let group = spec.group;
-                        let result = self.start_peer(spec);
-                        if result.is_ok() {
-                            scheduled.push(group);
-                        }
-                        let _ = reply.send(result);
-                    }
-                    StoreMsg::Shutdown => {
-                        for (peer, _) in self.peers.values_mut() {
-                            peer.fail_all(&RaftError::Stopped);
-                        }
-                        return;
-                    }
+                if self.control(msg, &mut scheduled) {
+                    return;
                 }
             }
             let tick_now = Instant::now() >= next_tick;
@@ -83,6 +81,27 @@ impl StoreLoop {
             if let Err(e) = self.round(scheduled, tick_now) {
                 (self.fatal)(&e.to_string());
                 return;
+            }
+        }
+    }
+
+    /// Handles one control message; returns true on shutdown.
+    fn control(&mut self, msg: StoreMsg, scheduled: &mut Vec<GroupId>) -> bool {
+        match msg {
+            StoreMsg::StartPeer { spec, reply } => {
+                let group = spec.group;
+                let result = self.start_peer(spec);
+                if result.is_ok() {
+                    scheduled.push(group);
+                }
+                let _ = reply.send(result);
+                false
+            }
+            StoreMsg::Shutdown => {
+                for (peer, _) in self.peers.values_mut() {
+                    peer.fail_all(&RaftError::Stopped);
+                }
+                true
             }
         }
     }
