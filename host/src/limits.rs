@@ -65,6 +65,9 @@ pub const KV_VALUE_BYTES_MAX: usize = 4 * 1024 * 1024;
 pub const KV_WRITE_BYTES_PER_COMMAND_MAX: usize = 16 * 1024 * 1024;
 /// Bytes of one guest log line kept; the rest is cut.
 pub const GUEST_LOG_LINE_BYTES_MAX: usize = 4 * 1024;
+/// Guest log lines one apply or query call may write to the node's log; later lines
+/// of the call are dropped (a panic line is still reported as the call's error).
+pub const GUEST_LOG_LINES_PER_CALL_MAX: u32 = 64;
 
 const _: () = assert!(COMMAND_SIZE_BYTES_MAX <= ENTRY_BYTES_MAX);
 const _: () = assert!(ENTRY_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX + COMMAND_SIZE_BYTES_MAX * 4);

@@ -6,7 +6,8 @@
 //! Nothing here decides an outcome at run time; that is [`super::sandbox`]'s job.
 
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig, WasmFeatures,
+    Config, Enabled, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig,
+    WasmFeatures,
 };
 
 use super::PluginError;
@@ -24,6 +25,16 @@ pub(crate) const MEMORIES_PER_COMPONENT_MAX: u32 = 1;
 /// Elements of one plugin table, at most.
 pub(crate) const TABLE_ELEMENTS_MAX: usize = 20_000;
 
+/// Bytes of a freed slot's linear memory reset in place instead of handed back to the
+/// kernel. A Rust guest touches its shadow stack (the first MiB) and a little data and
+/// heap above it; with Linux's PAGEMAP_SCAN (6.7+, used when available) only the dirty
+/// pages are reset, which halves the cost of a fresh instance (measured: kv example
+/// 36 -> 18 µs per entry). Costs up to this much resident memory per warm slot.
+pub(crate) const MEMORY_KEEP_RESIDENT_BYTES: usize = 2 << 20;
+/// Bytes of a freed slot's table reset in place.
+pub(crate) const TABLE_KEEP_RESIDENT_BYTES: usize = 64 << 10;
+
+const _: () = assert!(MEMORY_KEEP_RESIDENT_BYTES <= limits::PLUGIN_MEMORY_BYTES_MAX);
 const _: () = assert!(limits::PLUGIN_MEMORY_BYTES_MAX.is_multiple_of(65_536));
 const _: () = assert!(limits::PLUGIN_INSTANCES_MAX > 0);
 
@@ -58,7 +69,10 @@ fn pooling() -> PoolingAllocationConfig {
         .total_tables(instances * TABLES_PER_COMPONENT_MAX)
         .max_tables_per_component(TABLES_PER_COMPONENT_MAX)
         .table_elements(TABLE_ELEMENTS_MAX)
-        .max_memory_size(limits::PLUGIN_MEMORY_BYTES_MAX);
+        .max_memory_size(limits::PLUGIN_MEMORY_BYTES_MAX)
+        .pagemap_scan(Enabled::Auto)
+        .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT_BYTES)
+        .table_keep_resident(TABLE_KEEP_RESIDENT_BYTES);
     pool
 }
 

@@ -46,7 +46,25 @@ impl kv::Host for Sandbox {
 impl log::Host for Sandbox {
     fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
         let line = cut(&message, limits::GUEST_LOG_LINE_BYTES_MAX);
+        if level == log::Level::Error
+            && let Some(panic) = line.strip_prefix(PANIC_PREFIX)
+        {
+            self.last_panic = Some(panic.to_owned());
+        }
+        self.log_lines = self.log_lines.saturating_add(1);
         let (group, index) = (self.log.group.0, self.log.index);
+        if self.log_lines > limits::GUEST_LOG_LINES_PER_CALL_MAX {
+            if self.log_lines == limits::GUEST_LOG_LINES_PER_CALL_MAX + 1 {
+                tracing::warn!(
+                    target: "flotilla::guest",
+                    group,
+                    index,
+                    "more than {} log lines in one call; the rest of this call's are dropped",
+                    limits::GUEST_LOG_LINES_PER_CALL_MAX
+                );
+            }
+            return Ok(());
+        }
         match level {
             log::Level::Trace => {
                 tracing::trace!(target: "flotilla::guest", group, index, "{line}");
@@ -62,9 +80,6 @@ impl log::Host for Sandbox {
             }
             log::Level::Error => {
                 tracing::error!(target: "flotilla::guest", group, index, "{line}");
-                if let Some(panic) = line.strip_prefix(PANIC_PREFIX) {
-                    self.last_panic = Some(panic.to_owned());
-                }
             }
         }
         Ok(())

@@ -32,6 +32,8 @@ pub(crate) struct Sandbox {
     /// The message of the last `panic: <message>` line the guest logged at error level
     /// during the current call.
     pub last_panic: Option<String>,
+    /// Lines the guest logged during the current call.
+    pub log_lines: u32,
 }
 
 impl Sandbox {
@@ -41,12 +43,14 @@ impl Sandbox {
             memory: MemoryCap::default(),
             log,
             last_panic: None,
+            log_lines: 0,
         }
     }
 
     /// Forgets what the previous call left behind, before the next call starts.
     pub fn begin_call(&mut self) {
         self.last_panic = None;
+        self.log_lines = 0;
         self.memory.refused = false;
     }
 }

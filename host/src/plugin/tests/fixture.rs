@@ -14,6 +14,7 @@
 //! | `r` | `rejected("no")` |
 //! | `b` | answer one byte more than the output limit |
 //! | `h` | log `hello from the guest` at info, answer nothing |
+//! | `v` | log `hello from the guest` 100 times, answer nothing |
 //! | other | `invalid(<the command>)` |
 //!
 //! `query` runs the same ops.
@@ -107,6 +108,13 @@ pub const GUEST_WAT: &str = r#"
       (return (call $ok (i32.const 0) (i32.const 1048577)))))
     (if (i32.eq (local.get $op) (i32.const 104)) (then ;; h
       (call $log (i32.const 2) (i32.const 96) (i32.const 20))
+      (return (call $ok (i32.const 0) (i32.const 0)))))
+    (if (i32.eq (local.get $op) (i32.const 118)) (then ;; v
+      (local.set $kn (i32.const 100))
+      (loop $again
+        (call $log (i32.const 2) (i32.const 96) (i32.const 20))
+        (local.set $kn (i32.sub (local.get $kn) (i32.const 1)))
+        (br_if $again (local.get $kn)))
       (return (call $ok (i32.const 0) (i32.const 0)))))
     (call $err (i32.const 0) (local.get $p) (local.get $n)))
 

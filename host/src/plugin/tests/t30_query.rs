@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use super::fixture::{
     GROUP, MapReader, apply_view, entry, guest, query_ctx, query_view, runtime_with,
 };
+use crate::limits;
 use crate::raftstore::fsm::{FsmError, StateMachineHost};
 
 #[test]
@@ -43,10 +44,8 @@ impl Write for Captured {
     }
 }
 
-#[test]
-fn guest_logs_carry_group_and_index() {
-    let (runtime, digest, _dir) = runtime_with(&guest());
-    let reader = Arc::new(MapReader::default());
+/// Runs `body` with a subscriber that records every event; returns the guest's lines.
+fn guest_lines(body: impl FnOnce()) -> Vec<String> {
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -54,29 +53,51 @@ fn guest_logs_carry_group_and_index() {
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .finish();
-    tracing::subscriber::with_default(subscriber, || {
+    tracing::subscriber::with_default(subscriber, body);
+    let text = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("utf8");
+    text.lines()
+        .filter(|l| l.contains("flotilla::guest"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn guest_logs_carry_group_and_index() {
+    let (runtime, digest, _dir) = runtime_with(&guest());
+    let reader = Arc::new(MapReader::default());
+    let lines = guest_lines(|| {
         let (_, outcomes) = runtime.apply_entry(digest, entry(42), &[b"h"], apply_view(&reader));
         assert_eq!(outcomes, [Ok(Vec::new())]);
         let answer = runtime.query(digest, query_ctx(41), b"h", query_view(&reader));
         assert_eq!(answer, Ok(Vec::new()));
     });
-    let text = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("utf8");
-    let lines: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("flotilla::guest"))
-        .collect();
-    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines.len(), 2, "{lines:?}");
     let group = format!("group={}", GROUP.0);
     assert!(
         lines[0].contains(&group) && lines[0].contains("index=42"),
-        "{text}"
+        "{lines:?}"
     );
     assert!(
         lines[1].contains(&group) && lines[1].contains("index=41"),
-        "{text}"
+        "{lines:?}"
     );
     assert!(
         lines.iter().all(|l| l.contains("hello from the guest")),
-        "{text}"
+        "{lines:?}"
     );
+}
+
+#[test]
+fn a_chatty_guest_is_cut_off_per_call() {
+    let (runtime, digest, _dir) = runtime_with(&guest());
+    let reader = Arc::new(MapReader::default());
+    let lines = guest_lines(|| {
+        let (_, outcomes) =
+            runtime.apply_entry(digest, entry(1), &[b"v", b"v"], apply_view(&reader));
+        assert_eq!(outcomes, [Ok(Vec::new()), Ok(Vec::new())]);
+    });
+    let per_call = limits::GUEST_LOG_LINES_PER_CALL_MAX as usize + 1;
+    assert_eq!(lines.len(), 2 * per_call, "{lines:?}");
+    let dropped: Vec<_> = lines.iter().filter(|l| l.contains("are dropped")).collect();
+    assert_eq!(dropped.len(), 2, "{lines:?}");
 }
