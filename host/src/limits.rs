@@ -55,6 +55,9 @@ pub const PLUGIN_MEMORY_BYTES_MAX: usize = 64 * 1024 * 1024;
 pub const PLUGIN_STACK_BYTES_MAX: usize = 512 * 1024;
 /// Plugin instances alive at once (the pooling allocator's slots).
 pub const PLUGIN_INSTANCES_MAX: u32 = 64;
+/// Stack of threads that run plugins (the apply thread, blocking query threads): the
+/// plugin's wasm stack lives on the calling thread, on top of the host's own frames.
+pub const APPLY_THREAD_STACK_BYTES: usize = 8 * 1024 * 1024;
 /// Pairs one `kv.scan` call returns, at most (a larger `limit` is capped).
 pub const KV_SCAN_PAIRS_MAX: u32 = 10_000;
 /// Bytes of one key written by a plugin, at most.
@@ -74,6 +77,7 @@ const _: () = assert!(ENTRY_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX + COMMAND_SIZE_BY
 const _: () = assert!(OUTPUT_SIZE_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX);
 const _: () = assert!(PLUGIN_CHUNK_BYTES < GRPC_MESSAGE_BYTES_MAX);
 const _: () = assert!(HEARTBEAT_TICKS < ELECTION_TICKS);
+const _: () = assert!(PLUGIN_STACK_BYTES_MAX * 4 <= APPLY_THREAD_STACK_BYTES);
 const _: () = assert!(OUTPUT_SIZE_BYTES_MAX < PLUGIN_MEMORY_BYTES_MAX);
 const _: () = assert!(KV_VALUE_BYTES_MAX <= KV_WRITE_BYTES_PER_COMMAND_MAX);
 const _: () = assert!(ENTRY_COMMANDS_MAX <= PENDING_PROPOSALS_MAX);

@@ -103,8 +103,11 @@ pub trait KvReader: Send + Sync + 'static {
         start: &[u8],
         end: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String>;
+    ) -> Result<KvPairs, String>;
 }
+
+/// Key-value pairs in ascending key order, as scans return them.
+pub type KvPairs = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Buffered writes: `Some(value)` is a put, `None` a delete.
 pub type WriteSet = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
@@ -208,12 +211,7 @@ impl KvView {
 
     /// Pairs in `[start, end)`, ascending, at most `limit` (capped by
     /// [`limits::KV_SCAN_PAIRS_MAX`]), merging buffered writes over committed state.
-    pub fn scan(
-        &self,
-        start: &[u8],
-        end: Option<&[u8]>,
-        limit: u32,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, FsmError> {
+    pub fn scan(&self, start: &[u8], end: Option<&[u8]>, limit: u32) -> Result<KvPairs, FsmError> {
         let limit = limit.min(limits::KV_SCAN_PAIRS_MAX) as usize;
         if limit == 0 || end.is_some_and(|e| e <= start) {
             return Ok(Vec::new());
@@ -337,7 +335,7 @@ mod tests {
             start: &[u8],
             end: Option<&[u8]>,
             limit: usize,
-        ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+        ) -> Result<KvPairs, String> {
             let map = self.0.lock().map_err(|e| e.to_string())?;
             Ok(map
                 .range(start.to_vec()..)

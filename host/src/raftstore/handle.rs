@@ -68,6 +68,7 @@ impl RaftStore {
         };
         let apply = std::thread::Builder::new()
             .name("flotilla-apply".into())
+            .stack_size(limits::APPLY_THREAD_STACK_BYTES)
             .spawn(move || apply_loop.run(apply_rx))?;
         let store_loop = StoreLoop {
             peers: Default::default(),

@@ -55,3 +55,6 @@ impl Clock for SystemClock {
             .unwrap_or(0)
     }
 }
+
+#[cfg(test)]
+mod tests;

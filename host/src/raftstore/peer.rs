@@ -55,6 +55,9 @@ pub struct Peer {
     proposals: VecDeque<PendingProposal>,
     pending_commands: usize,
     read_batches: VecDeque<ReadBatch>,
+    /// Reads that arrived before this leader committed an entry of its term; raft-rs
+    /// drops a ReadIndex in that window, so they wait here (bounded by the mailbox).
+    reads_before_commit: Vec<IndexReply>,
     reads_waiting_apply: VecDeque<(u64, IndexReply)>,
     next_read_ctx: u64,
     last_timestamp_ms: u64,
@@ -87,6 +90,7 @@ impl Peer {
             proposals: VecDeque::new(),
             pending_commands: 0,
             read_batches: VecDeque::new(),
+            reads_before_commit: Vec::new(),
             reads_waiting_apply: VecDeque::new(),
             next_read_ctx: 1,
             last_timestamp_ms,
@@ -199,22 +203,39 @@ impl Peer {
             }
         }
         self.propose_commands(batch, now_ms);
-        if !reads.is_empty() {
-            if self.is_leader() {
-                let ctx = self.next_read_ctx;
-                self.next_read_ctx += 1;
-                self.raw.read_index(ctx.to_be_bytes().to_vec());
-                self.read_batches.push_back(ReadBatch {
-                    ctx,
-                    replies: reads,
-                });
-            } else {
-                for r in reads {
-                    let _ = r.send(Err(self.not_leader()));
-                }
-            }
-        }
+        self.reads_before_commit.extend(reads);
+        self.issue_reads();
         destroy
+    }
+
+    /// Turns waiting linearizable reads into one ReadIndex request, once this peer is a
+    /// leader that has committed in its term.
+    fn issue_reads(&mut self) {
+        if self.reads_before_commit.is_empty() {
+            return;
+        }
+        if !self.is_leader() {
+            for r in self.reads_before_commit.drain(..) {
+                let _ = r.send(Err(RaftError::NotLeader {
+                    group: self.group,
+                    leader: match self.raw.raft.leader_id {
+                        0 => None,
+                        id => Some(PeerId(id)),
+                    },
+                }));
+            }
+            return;
+        }
+        if !self.raw.raft.commit_to_current_term() {
+            return;
+        }
+        let ctx = self.next_read_ctx;
+        self.next_read_ctx += 1;
+        self.raw.read_index(ctx.to_be_bytes().to_vec());
+        self.read_batches.push_back(ReadBatch {
+            ctx,
+            replies: std::mem::take(&mut self.reads_before_commit),
+        });
     }
 
     fn next_timestamp(&mut self, now_ms: u64) -> u64 {
@@ -390,6 +411,7 @@ impl Peer {
         }
         drop(light.take_messages());
         entries.extend(light.take_committed_entries());
+        self.issue_reads();
         let last = entries.last()?.index;
         let mut proposals = Vec::new();
         while self.proposals.front().is_some_and(|p| p.index <= last) {
@@ -440,6 +462,9 @@ impl Peer {
             for r in b.replies {
                 let _ = r.send(Err(err.clone()));
             }
+        }
+        for r in self.reads_before_commit.drain(..) {
+            let _ = r.send(Err(err.clone()));
         }
         for (_, r) in self.reads_waiting_apply.drain(..) {
             let _ = r.send(Err(err.clone()));

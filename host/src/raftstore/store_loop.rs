@@ -183,10 +183,10 @@ impl StoreLoop {
             peer.shared.mark_destroyed();
         }
         self.router.remove(group);
-        if let Err(e) = self.apply_tx.send(ApplyTask::Destroy { group, reply }) {
-            if let ApplyTask::Destroy { reply, .. } = e.0 {
-                let _ = reply.send(Err(RaftError::Stopped));
-            }
+        if let Err(e) = self.apply_tx.send(ApplyTask::Destroy { group, reply })
+            && let ApplyTask::Destroy { reply, .. } = e.0
+        {
+            let _ = reply.send(Err(RaftError::Stopped));
         }
     }
 
@@ -203,8 +203,10 @@ impl StoreLoop {
         let mut raft_state = match self.log.raft_state(group).map_err(storage_err)? {
             Some(s) => s,
             None => {
-                let mut cs = ConfState::default();
-                cs.voters = spec.voters.iter().map(|p| p.0).collect();
+                let cs = ConfState {
+                    voters: spec.voters.iter().map(|p| p.0).collect(),
+                    ..Default::default()
+                };
                 self.log
                     .persist_round(RaftWriteBatch {
                         groups: vec![GroupRaftWrite {

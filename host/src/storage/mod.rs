@@ -8,6 +8,7 @@
 
 pub mod apply;
 pub mod keys;
+pub mod mem;
 pub mod meta;
 pub mod raft_log;
 mod store;

@@ -150,11 +150,12 @@ mod tests {
     use crate::raftstore::traits::GroupRaftWrite;
 
     fn entry(index: u64, term: u64) -> Entry {
-        let mut e = Entry::default();
-        e.index = index;
-        e.term = term;
-        e.data = vec![index as u8; 8].into();
-        e
+        Entry {
+            index,
+            term,
+            data: vec![index as u8; 8].into(),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -162,8 +163,10 @@ mod tests {
         let dir = tempfile::tempdir().map_err(err)?;
         let store = Store::open(dir.path())?;
         let g = GroupId(3);
-        let mut hs = HardState::default();
-        hs.term = 1;
+        let hs = HardState {
+            term: 1,
+            ..Default::default()
+        };
         store.persist_round(RaftWriteBatch {
             groups: vec![GroupRaftWrite {
                 group: g,

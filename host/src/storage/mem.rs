@@ -1,0 +1,191 @@
+//! The in-memory twin of [`super::Store`] for tests and simulation: the same traits
+//! (`LogStore`, `ApplyStore`, `KvReader`) over ordered maps behind one mutex. It can
+//! also forget everything written since the last "sync", to model a crash that loses
+//! unsynced writes.
+
+use std::collections::BTreeMap;
+
+use parking_lot::Mutex;
+use raft::eraftpb::{ConfState, Entry, HardState};
+
+use crate::ids::GroupId;
+use crate::raftstore::fsm::{KvPairs, KvReader, WriteSet};
+use crate::raftstore::traits::{
+    ApplyState, ApplyStore, LogStore, PersistedRaftState, RaftWriteBatch, StoreError,
+};
+
+#[derive(Clone, Default)]
+struct Data {
+    log: BTreeMap<(u64, u64), Entry>,
+    hard_state: BTreeMap<u64, HardState>,
+    conf_state: BTreeMap<u64, ConfState>,
+    truncated: BTreeMap<u64, (u64, u64)>,
+    apply: BTreeMap<u64, ApplyState>,
+    kv: BTreeMap<(u64, Vec<u8>), Vec<u8>>,
+}
+
+/// Everything in memory. `synced` is what a crash keeps.
+#[derive(Default)]
+pub struct MemStore {
+    live: Mutex<Data>,
+    synced: Mutex<Data>,
+}
+
+impl std::fmt::Debug for MemStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemStore").finish_non_exhaustive()
+    }
+}
+
+impl MemStore {
+    /// Drops every write that was not synced, as a power loss would.
+    pub fn crash(&self) {
+        let synced = self.synced.lock().clone();
+        *self.live.lock() = synced;
+    }
+
+    fn sync(&self) {
+        let live = self.live.lock().clone();
+        *self.synced.lock() = live;
+    }
+}
+
+impl LogStore for MemStore {
+    fn persist_round(&self, batch: RaftWriteBatch) -> Result<(), StoreError> {
+        {
+            let mut d = self.live.lock();
+            for w in batch.groups {
+                let g = w.group.0;
+                if let Some(first) = w.entries.first() {
+                    let new_last = first.index + w.entries.len() as u64 - 1;
+                    for i in new_last + 1..=w.previous_last_index {
+                        d.log.remove(&(g, i));
+                    }
+                }
+                for e in w.entries {
+                    d.log.insert((g, e.index), e);
+                }
+                if let Some(hs) = w.hard_state {
+                    d.hard_state.insert(g, hs);
+                }
+                if let Some(cs) = w.conf_state {
+                    d.conf_state.insert(g, cs);
+                }
+                if let Some((index, term)) = w.compact_to {
+                    d.truncated.insert(g, (index, term));
+                    let doomed: Vec<_> =
+                        d.log.range((g, 0)..=(g, index)).map(|(k, _)| *k).collect();
+                    for k in doomed {
+                        d.log.remove(&k);
+                    }
+                }
+            }
+        }
+        self.sync();
+        Ok(())
+    }
+
+    fn entries(
+        &self,
+        group: GroupId,
+        low: u64,
+        high: u64,
+        max_size_bytes: u64,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let d = self.live.lock();
+        let mut out = Vec::new();
+        let mut size = 0u64;
+        for i in low..high {
+            let e = d
+                .log
+                .get(&(group.0, i))
+                .ok_or_else(|| StoreError(format!("group {group} has no entry {i}")))?;
+            size += u64::from(protobuf::Message::compute_size(e));
+            if !out.is_empty() && size > max_size_bytes {
+                break;
+            }
+            out.push(e.clone());
+        }
+        Ok(out)
+    }
+
+    fn raft_state(&self, group: GroupId) -> Result<Option<PersistedRaftState>, StoreError> {
+        let d = self.live.lock();
+        let g = group.0;
+        let Some(hs) = d.hard_state.get(&g) else {
+            return Ok(None);
+        };
+        let truncated = d.truncated.get(&g).copied().unwrap_or((0, 0));
+        let last_index = d
+            .log
+            .range((g, 0)..=(g, u64::MAX))
+            .next_back()
+            .map_or(truncated.0, |((_, i), _)| *i);
+        Ok(Some(PersistedRaftState {
+            hard_state: hs.clone(),
+            conf_state: d.conf_state.get(&g).cloned().unwrap_or_default(),
+            truncated,
+            last_index,
+        }))
+    }
+}
+
+impl KvReader for MemStore {
+    fn get(&self, group: GroupId, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        Ok(self.live.lock().kv.get(&(group.0, key.to_vec())).cloned())
+    }
+
+    fn scan(
+        &self,
+        group: GroupId,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<KvPairs, String> {
+        let d = self.live.lock();
+        Ok(d.kv
+            .range((group.0, start.to_vec())..)
+            .take_while(|((g, k), _)| *g == group.0 && end.is_none_or(|e| k.as_slice() < e))
+            .take(limit)
+            .map(|((_, k), v)| (k.clone(), v.clone()))
+            .collect())
+    }
+}
+
+impl ApplyStore for MemStore {
+    fn commit_apply(
+        &self,
+        group: GroupId,
+        writes: WriteSet,
+        state: ApplyState,
+    ) -> Result<(), StoreError> {
+        let mut d = self.live.lock();
+        for (k, v) in writes {
+            match v {
+                Some(v) => d.kv.insert((group.0, k), v),
+                None => d.kv.remove(&(group.0, k)),
+            };
+        }
+        d.apply.insert(group.0, state);
+        Ok(())
+    }
+
+    fn apply_state(&self, group: GroupId) -> Result<Option<ApplyState>, StoreError> {
+        Ok(self.live.lock().apply.get(&group.0).copied())
+    }
+
+    fn destroy_group(&self, group: GroupId) -> Result<(), StoreError> {
+        let g = group.0;
+        {
+            let mut d = self.live.lock();
+            d.log.retain(|(lg, _), _| *lg != g);
+            d.kv.retain(|(kg, _), _| *kg != g);
+            d.hard_state.remove(&g);
+            d.conf_state.remove(&g);
+            d.truncated.remove(&g);
+            d.apply.remove(&g);
+        }
+        self.sync();
+        Ok(())
+    }
+}
