@@ -13,13 +13,13 @@
 //! - [`proto`]: code generated from `proto/`.
 //! - [`examples`]: the example plugins, compiled to Wasm by this crate's build script.
 
+pub mod api;
+pub mod cli;
 pub mod examples;
 pub mod ids;
 pub mod limits;
 pub mod plugin;
 pub mod proto;
 pub mod raftstore;
-pub mod storage;
-pub mod api;
 pub mod server;
-pub mod cli;
+pub mod storage;
