@@ -75,6 +75,22 @@ async fn cli_round_trip_and_errors() -> anyhow::Result<()> {
     let out = node.cli(&["group", "status", "1"])?;
     assert!(!out.status.success(), "deleted group still answers");
 
+    // Standard gRPC health checking answers for the whole server and each service.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(node.channel().await?);
+    for service in ["", "flotilla.v1.Client", "flotilla.v1.Admin"] {
+        let r = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await?
+            .into_inner();
+        assert_eq!(
+            r.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+            "{service:?}"
+        );
+    }
+
     let dead = node.cli(&["plugin", "list", "--endpoint", "127.0.0.1:1"])?;
     let (_, stderr) = text(&dead);
     assert!(!dead.status.success());
