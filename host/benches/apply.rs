@@ -5,38 +5,15 @@
 //!
 //! `cargo bench -p flotilla --bench apply`
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use flotilla::ids::{GroupId, PluginDigest};
 use flotilla::plugin::PluginRuntime;
 use flotilla::raftstore::fsm::{
-    CommandOutcome, EntryContext, FsmError, KvReader, KvView, QueryContext, StateMachineHost,
+    CommandOutcome, EntryContext, FsmError, KvView, QueryContext, StateMachineHost,
 };
-
-#[derive(Default)]
-struct MemReader(Mutex<BTreeMap<Vec<u8>, Vec<u8>>>);
-
-impl KvReader for MemReader {
-    fn get(&self, _: GroupId, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
-        Ok(self.0.lock().map_err(|e| e.to_string())?.get(key).cloned())
-    }
-    fn scan(
-        &self,
-        _: GroupId,
-        start: &[u8],
-        end: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
-        let m = self.0.lock().map_err(|e| e.to_string())?;
-        Ok(m.range(start.to_vec()..)
-            .take_while(|(k, _)| end.is_none_or(|e| k.as_slice() < e))
-            .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
-    }
-}
+use flotilla::raftstore::mem_kv::MemKv;
 
 /// The kv plugin's `put`, written natively against the same KV view.
 struct NativeKv;
@@ -86,7 +63,7 @@ fn bench(c: &mut Criterion) {
     runtime
         .load(digest, flotilla::examples::KV)
         .expect("load kv");
-    let reader: Arc<MemReader> = Arc::new(MemReader::default());
+    let reader = Arc::new(MemKv::default());
     let hosts: [(&str, &dyn StateMachineHost); 2] = [("wasm", &runtime), ("native", &NativeKv)];
     let mut group = c.benchmark_group("apply_entry");
     for commands_per_entry in [1usize, 64] {

@@ -320,40 +320,12 @@ pub trait StateMachineHost: Send + Sync + 'static {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
-
-    #[derive(Default)]
-    struct MapReader(Mutex<BTreeMap<Vec<u8>, Vec<u8>>>);
-
-    impl KvReader for MapReader {
-        fn get(&self, _: GroupId, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
-            Ok(self.0.lock().map_err(|e| e.to_string())?.get(key).cloned())
-        }
-        fn scan(
-            &self,
-            _: GroupId,
-            start: &[u8],
-            end: Option<&[u8]>,
-            limit: usize,
-        ) -> Result<KvPairs, String> {
-            let map = self.0.lock().map_err(|e| e.to_string())?;
-            Ok(map
-                .range(start.to_vec()..)
-                .take_while(|(k, _)| end.is_none_or(|e| k.as_slice() < e))
-                .take(limit)
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect())
-        }
-    }
+    use crate::raftstore::mem_kv::MemKv;
 
     fn view_over(pairs: &[(&str, &str)]) -> KvView {
-        let reader = MapReader::default();
+        let reader = MemKv::default();
         for (k, v) in pairs {
-            reader
-                .0
-                .lock()
-                .expect("lock")
-                .insert(k.as_bytes().to_vec(), v.as_bytes().to_vec());
+            reader.insert(k.as_bytes(), v.as_bytes());
         }
         KvView::for_apply(Arc::new(reader), GroupId(1))
     }
@@ -403,7 +375,7 @@ mod tests {
 
     #[test]
     fn queries_cannot_write_and_keys_are_bounded() {
-        let reader = Arc::new(MapReader::default());
+        let reader = Arc::new(MemKv::default());
         let mut q = KvView::for_query(reader.clone(), GroupId(1));
         assert!(matches!(q.put(b"k", b"v"), Err(FsmError::KvMisuse(_))));
         let mut a = KvView::for_apply(reader, GroupId(1));

@@ -20,6 +20,7 @@ pub mod apply;
 pub mod fsm;
 pub mod handle;
 mod logger;
+pub mod mem_kv;
 pub mod msg;
 pub mod payload;
 pub mod peer;

@@ -19,8 +19,7 @@
 //!
 //! `query` runs the same ops.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::ids::GroupId;
 use crate::plugin::PluginRuntime;
@@ -158,49 +157,7 @@ pub fn wasm(text: &str) -> Vec<u8> {
 }
 
 /// Committed state in memory.
-#[derive(Default)]
-pub struct MapReader(pub Mutex<BTreeMap<Vec<u8>, Vec<u8>>>);
-
-impl KvReader for MapReader {
-    fn get(&self, _: GroupId, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
-        Ok(self.0.lock().map_err(|e| e.to_string())?.get(key).cloned())
-    }
-
-    fn scan(
-        &self,
-        _: GroupId,
-        start: &[u8],
-        end: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
-        let map = self.0.lock().map_err(|e| e.to_string())?;
-        Ok(map
-            .range(start.to_vec()..)
-            .take_while(|(k, _)| end.is_none_or(|e| k.as_slice() < e))
-            .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
-    }
-}
-
-impl MapReader {
-    /// Commits an entry's writes, as the apply loop would.
-    pub fn commit(&self, view: KvView) {
-        let mut map = self.0.lock().expect("lock");
-        for (key, value) in view.into_writes() {
-            match value {
-                Some(value) => map.insert(key, value),
-                None => map.remove(&key),
-            };
-        }
-    }
-
-    pub fn value(&self, key: &str) -> Option<String> {
-        let map = self.0.lock().expect("lock");
-        map.get(key.as_bytes())
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-    }
-}
+pub use crate::raftstore::mem_kv::MemKv as MapReader;
 
 /// A reader whose storage is broken.
 pub struct BrokenReader;
