@@ -78,10 +78,9 @@ impl ApplyLoop {
                 if p.index == entry.index && p.term == entry.term {
                     mine = Some(p);
                 } else {
-                    fail(
-                        p,
-                        &RaftError::Dropped("leadership changed before it committed".into()),
-                    );
+                    p.replies.fail(&RaftError::Dropped(
+                        "leadership changed before it committed".into(),
+                    ));
                 }
             }
             if entry.index <= state.applied_index {
@@ -100,7 +99,8 @@ impl ApplyLoop {
             }
         }
         for p in proposals {
-            fail(p, &RaftError::Dropped("its entry was not applied".into()));
+            p.replies
+                .fail(&RaftError::Dropped("its entry was not applied".into()));
         }
         self.router.notify(group);
     }
@@ -172,26 +172,10 @@ fn answer(p: PendingProposal, index: u64, outcome: Outcome) {
         (Replies::Upgrade(r), Outcome::Upgraded) => {
             let _ = r.send(Ok(index));
         }
-        (replies, _) => fail(
-            PendingProposal {
-                index,
-                term: 0,
-                replies,
-            },
-            &RaftError::Dropped("the entry at its index carried something else".into()),
-        ),
-    }
-}
-
-fn fail(p: PendingProposal, err: &RaftError) {
-    match p.replies {
-        Replies::Commands(rs) => {
-            for r in rs {
-                let _ = r.send(Err(err.clone()));
-            }
-        }
-        Replies::Upgrade(r) => {
-            let _ = r.send(Err(err.clone()));
+        (replies, _) => {
+            replies.fail(&RaftError::Dropped(
+                "the entry at its index carried something else".into(),
+            ));
         }
     }
 }

@@ -27,6 +27,30 @@ pub enum Replies {
     Upgrade(IndexReply),
 }
 
+impl Replies {
+    /// How many client commands wait on these replies.
+    pub fn commands(&self) -> usize {
+        match self {
+            Replies::Commands(rs) => rs.len(),
+            Replies::Upgrade(_) => 0,
+        }
+    }
+
+    /// Answers every waiter with `err`.
+    pub fn fail(self, err: &RaftError) {
+        match self {
+            Replies::Commands(rs) => {
+                for r in rs {
+                    let _ = r.send(Err(err.clone()));
+                }
+            }
+            Replies::Upgrade(r) => {
+                let _ = r.send(Err(err.clone()));
+            }
+        }
+    }
+}
+
 /// A proposal that is in the log but not applied yet.
 #[derive(Debug)]
 pub struct PendingProposal {
@@ -262,25 +286,13 @@ impl Peer {
                     replies,
                 });
             }
-            Ok(()) => fail(
-                replies,
-                self,
-                &RaftError::Dropped("raft did not append it".into()),
-            ),
-            Err(e) => fail(replies, self, &RaftError::Dropped(e.to_string())),
-        }
-
-        fn fail(replies: Replies, peer: &mut Peer, err: &RaftError) {
-            match replies {
-                Replies::Commands(rs) => {
-                    peer.pending_commands = peer.pending_commands.saturating_sub(rs.len());
-                    for r in rs {
-                        let _ = r.send(Err(err.clone()));
-                    }
-                }
-                Replies::Upgrade(r) => {
-                    let _ = r.send(Err(err.clone()));
-                }
+            Ok(()) => {
+                self.pending_commands = self.pending_commands.saturating_sub(replies.commands());
+                replies.fail(&RaftError::Dropped("raft did not append it".into()));
+            }
+            Err(e) => {
+                self.pending_commands = self.pending_commands.saturating_sub(replies.commands());
+                replies.fail(&RaftError::Dropped(e.to_string()));
             }
         }
     }
@@ -416,9 +428,7 @@ impl Peer {
         let mut proposals = Vec::new();
         while self.proposals.front().is_some_and(|p| p.index <= last) {
             if let Some(p) = self.proposals.pop_front() {
-                if let Replies::Commands(rs) = &p.replies {
-                    self.pending_commands = self.pending_commands.saturating_sub(rs.len());
-                }
+                self.pending_commands = self.pending_commands.saturating_sub(p.replies.commands());
                 proposals.push(p);
             }
         }
@@ -446,16 +456,7 @@ impl Peer {
     /// Answers everything still waiting with `err` (the peer is going away).
     pub fn fail_all(&mut self, err: &RaftError) {
         for p in self.proposals.drain(..) {
-            match p.replies {
-                Replies::Commands(rs) => {
-                    for r in rs {
-                        let _ = r.send(Err(err.clone()));
-                    }
-                }
-                Replies::Upgrade(r) => {
-                    let _ = r.send(Err(err.clone()));
-                }
-            }
+            p.replies.fail(err);
         }
         self.pending_commands = 0;
         for b in self.read_batches.drain(..) {
