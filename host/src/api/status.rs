@@ -55,7 +55,9 @@ pub fn from_fsm(e: FsmError) -> Status {
         | FsmError::MemoryLimit { .. }
         | FsmError::OutputTooLarge { .. }
         | FsmError::KvMisuse(_) => Code::FailedPrecondition,
-        FsmError::MissingPlugin(_) | FsmError::Storage(_) => Code::Internal,
+        FsmError::MissingPlugin(_) | FsmError::Storage(_) | FsmError::HostFault(_) => {
+            Code::Internal
+        }
     };
     Status::new(code, msg)
 }

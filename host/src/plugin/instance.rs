@@ -60,7 +60,17 @@ impl Instance {
                 _permit: permit,
             }),
             Err(error) => {
-                let error = classify(&error, store.data());
+                // A trap while instantiating (a start function, a data segment out of
+                // bounds) is the plugin's doing and deterministic; anything else is the
+                // node failing to provide an instance.
+                let deterministic = error.downcast_ref::<wasmtime::Trap>().is_some()
+                    || error.downcast_ref::<FsmError>().is_some()
+                    || store.data().memory.refused;
+                let error = if deterministic {
+                    classify(&error, store.data())
+                } else {
+                    FsmError::HostFault(format!("{:#}", error))
+                };
                 let kv = store.into_data().kv;
                 Err(Box::new(NotStarted { kv, error }))
             }

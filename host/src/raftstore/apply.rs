@@ -146,7 +146,7 @@ impl ApplyLoop {
                 let (view, outcomes) = self.fsm.apply_entry(state.plugin, ctx, &cmds, view);
                 if let Some(Err(e)) = outcomes
                     .iter()
-                    .find(|o| matches!(o, Err(FsmError::Storage(_))))
+                    .find(|o| matches!(o, Err(FsmError::Storage(_) | FsmError::HostFault(_))))
                 {
                     (self.fatal)(&format!("group {group} at {}: {e}", entry.index));
                 }

@@ -87,6 +87,11 @@ pub enum FsmError {
     /// treats it as fatal for the node rather than as a command outcome.
     #[error("storage error while running the plugin: {0}")]
     Storage(String),
+    /// The node could not run the plugin at all (an instance could not be allocated).
+    /// Not deterministic either: fatal for the node, never a command outcome, so that
+    /// replicas cannot diverge over a local resource failure.
+    #[error("the node could not run the plugin: {0}")]
+    HostFault(String),
 }
 
 /// The output of one command, or why it failed.
