@@ -20,6 +20,8 @@ use flotilla::proto::v1::{
 };
 use tonic::transport::Channel;
 
+pub mod linearizability;
+
 /// A port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
