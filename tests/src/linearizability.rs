@@ -18,6 +18,9 @@
 //! known output is linearized. The search is bounded by
 //! [`CheckOptions::max_states`] per partition, past which [`check_with`] answers
 //! [`CheckResult::Unknown`] instead of running on.
+//!
+//! Two models come with it: [`KvModel`] (put, get, cas and delete on independent
+//! keys) and [`BankModel`] (transfers between accounts and reads of every balance).
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::{self, Debug};
@@ -519,4 +522,81 @@ where
             | KvInput::Delete { key } => key.clone(),
         }
     }
+}
+
+/// A bank of `ACCOUNTS` accounts that each start with `INITIAL`; transfers fail without
+/// effect when the source account holds less than the amount. Not partitioned (reads
+/// see every account), so histories are checked as a whole.
+#[derive(Debug)]
+pub struct BankModel<const ACCOUNTS: usize, const INITIAL: u64>;
+
+/// A request to a [`BankModel`] bank.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BankInput {
+    Transfer {
+        from: usize,
+        to: usize,
+        amount: u64,
+    },
+    /// Reads every balance at once.
+    Read,
+}
+
+/// An answer from a [`BankModel`] bank.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BankOutput {
+    /// Whether the transfer was applied (`false`: insufficient funds).
+    Transfer(bool),
+    Balances(Vec<u64>),
+}
+
+impl<const ACCOUNTS: usize, const INITIAL: u64> BankModel<ACCOUNTS, INITIAL> {
+    /// The balances after `transfer` and whether it was applied, or `None` if it names
+    /// an account that does not exist.
+    fn transfer(state: &[u64], from: usize, to: usize, amount: u64) -> Option<(Vec<u64>, bool)> {
+        if from >= ACCOUNTS || to >= ACCOUNTS {
+            return None;
+        }
+        let mut next = state.to_vec();
+        if next[from] < amount {
+            return Some((next, false));
+        }
+        next[from] -= amount;
+        next[to] = next[to].checked_add(amount)?;
+        Some((next, true))
+    }
+}
+
+impl<const ACCOUNTS: usize, const INITIAL: u64> Model for BankModel<ACCOUNTS, INITIAL> {
+    type State = Vec<u64>;
+    type Input = BankInput;
+    type Output = BankOutput;
+    type Key = ();
+
+    fn init() -> Vec<u64> {
+        vec![INITIAL; ACCOUNTS]
+    }
+
+    fn step(state: &Vec<u64>, input: &BankInput, output: &BankOutput) -> Option<Vec<u64>> {
+        match (input, output) {
+            (BankInput::Transfer { from, to, amount }, BankOutput::Transfer(applied)) => {
+                let (next, ok) = Self::transfer(state, *from, *to, *amount)?;
+                (ok == *applied).then_some(next)
+            }
+            (BankInput::Read, BankOutput::Balances(read)) => (read == state).then(|| state.clone()),
+            _ => None,
+        }
+    }
+
+    fn step_unknown(state: &Vec<u64>, input: &BankInput) -> Vec<Vec<u64>> {
+        match input {
+            BankInput::Transfer { from, to, amount } => Self::transfer(state, *from, *to, *amount)
+                .map(|(next, _)| next)
+                .into_iter()
+                .collect(),
+            BankInput::Read => vec![state.clone()],
+        }
+    }
+
+    fn partition(_: &BankInput) {}
 }

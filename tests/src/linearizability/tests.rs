@@ -437,3 +437,64 @@ fn random_sequential_histories_are_linearizable_and_mutations_are_caught() {
     }
     assert!(mutated > 150, "only {mutated} histories mutated");
 }
+
+type Bank = BankModel<3, 10>;
+
+fn bank_op(
+    client: u64,
+    input: BankInput,
+    output: BankOutput,
+    call: u64,
+    ret: u64,
+) -> Operation<BankInput, BankOutput> {
+    Operation {
+        client,
+        input,
+        output: Some(output),
+        call,
+        ret: Some(ret),
+    }
+}
+
+fn transfer(from: usize, to: usize, amount: u64) -> BankInput {
+    BankInput::Transfer { from, to, amount }
+}
+
+#[test]
+fn bank_reads_see_whole_transfers() {
+    let balances = |b: [u64; 3]| BankOutput::Balances(b.to_vec());
+    // Two concurrent transfers; reads overlapping them see them in some order.
+    let ok = [
+        bank_op(1, transfer(0, 1, 5), BankOutput::Transfer(true), 0, 100),
+        bank_op(2, transfer(1, 2, 12), BankOutput::Transfer(true), 0, 100),
+        bank_op(3, BankInput::Read, balances([5, 15, 10]), 10, 20),
+        bank_op(3, BankInput::Read, balances([5, 3, 22]), 30, 40),
+        bank_op(3, transfer(2, 0, 30), BankOutput::Transfer(false), 110, 120),
+    ];
+    assert_eq!(check::<Bank>(&ok), CheckResult::Ok);
+    // The second transfer could only succeed after the first, so it cannot have been
+    // seen alone; and a read that loses money is never possible.
+    for bad in [balances([10, 0, 20]), balances([5, 15, 9])] {
+        let history = [
+            bank_op(1, transfer(0, 1, 5), BankOutput::Transfer(true), 0, 100),
+            bank_op(2, transfer(1, 2, 12), BankOutput::Transfer(true), 0, 100),
+            bank_op(3, BankInput::Read, bad, 10, 20),
+        ];
+        assert!(
+            matches!(check::<Bank>(&history), CheckResult::Violation { ref partition, .. } if partition == "()"),
+            "{history:?}"
+        );
+    }
+    // A timed-out transfer may have been applied.
+    let history = [
+        Operation {
+            client: 1,
+            input: transfer(0, 2, 10),
+            output: None,
+            call: 0,
+            ret: None,
+        },
+        bank_op(2, BankInput::Read, balances([0, 10, 20]), 50, 60),
+    ];
+    assert_eq!(check::<Bank>(&history), CheckResult::Ok);
+}
