@@ -42,6 +42,9 @@ pub const TICK_INTERVAL_MS: u64 = 100;
 pub const ELECTION_TICKS: usize = 10;
 /// Raft heartbeat interval, in ticks.
 pub const HEARTBEAT_TICKS: usize = 2;
+/// Bytes of committed entries handed to the apply loop by one ready, at most (the rest
+/// follow in the next round).
+pub const READY_COMMITTED_BYTES_MAX: u64 = 16 * 1024 * 1024;
 /// Bytes of entries sent in one raft append message.
 pub const RAFT_MESSAGE_BYTES_MAX: u64 = 1024 * 1024;
 /// Append messages in flight per follower.

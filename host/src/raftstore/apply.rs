@@ -57,6 +57,7 @@ impl ApplyLoop {
                 } => self.apply(group, &shared, committed),
                 ApplyTask::Destroy { group, reply } => {
                     let result = self.store.destroy_group(group);
+                    self.router.destroyed(group);
                     if let Err(e) = &result {
                         (self.fatal)(&format!("cannot destroy group {group}: {e}"));
                     }
@@ -86,7 +87,10 @@ impl ApplyLoop {
             if entry.index <= state.applied_index {
                 continue;
             }
-            let (writes, outcome) = self.run_entry(group, &entry, &mut state);
+            let Some((writes, outcome)) = self.run_entry(group, &entry, &mut state) else {
+                // Fatal: nothing of this entry is committed or answered.
+                return;
+            };
             state.applied_index = entry.index;
             state.applied_term = entry.term;
             if let Err(e) = self.store.commit_apply(group, writes, state) {
@@ -110,14 +114,14 @@ impl ApplyLoop {
         group: GroupId,
         entry: &Entry,
         state: &mut ApplyState,
-    ) -> (WriteSet, Outcome) {
+    ) -> Option<(WriteSet, Outcome)> {
         if entry.get_entry_type() != EntryType::EntryNormal || entry.data.is_empty() {
-            return (WriteSet::new(), Outcome::Nothing);
+            return Some((WriteSet::new(), Outcome::Nothing));
         }
         match payload::decode(&entry.data) {
             Err(e) => {
                 tracing::error!(group = group.0, index = entry.index, "skipping entry: {e}");
-                (WriteSet::new(), Outcome::Nothing)
+                Some((WriteSet::new(), Outcome::Nothing))
             }
             Ok(Payload::Upgrade {
                 timestamp_ms,
@@ -126,7 +130,7 @@ impl ApplyLoop {
                 tracing::info!(group = group.0, index = entry.index, %plugin, "group switches plugin");
                 state.plugin = plugin;
                 state.applied_timestamp_ms = state.applied_timestamp_ms.max(timestamp_ms);
-                (WriteSet::new(), Outcome::Upgraded)
+                Some((WriteSet::new(), Outcome::Upgraded))
             }
             Ok(Payload::Commands {
                 timestamp_ms,
@@ -149,8 +153,9 @@ impl ApplyLoop {
                     .find(|o| matches!(o, Err(FsmError::Storage(_) | FsmError::HostFault(_))))
                 {
                     (self.fatal)(&format!("group {group} at {}: {e}", entry.index));
+                    return None;
                 }
-                (view.into_writes(), Outcome::Commands(outcomes))
+                Some((view.into_writes(), Outcome::Commands(outcomes)))
             }
         }
     }

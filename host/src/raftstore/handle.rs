@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 use tokio::sync::oneshot;
 
 use super::apply::{ApplyLoop, ApplyTask};
-use super::fsm::{KvReader, KvView, QueryContext, StateMachineHost};
+use super::fsm::{FsmError, KvReader, KvView, QueryContext, StateMachineHost};
 use super::msg::{GroupStatus, PeerMsg, PeerSpec, Proposed, RaftError, ReadKind, StoreMsg};
 use super::router::Router;
 use super::store_loop::StoreLoop;
@@ -21,7 +21,7 @@ use crate::limits;
 pub struct RaftStore {
     router: Arc<Router>,
     fsm: Arc<dyn StateMachineHost>,
-    reader: Arc<dyn KvReader>,
+    apply: Arc<dyn ApplyStore>,
 }
 
 impl std::fmt::Debug for RaftStore {
@@ -42,6 +42,19 @@ impl StoreThreads {
     pub fn join(self) {
         let _ = self.store.join();
         let _ = self.apply.join();
+    }
+}
+
+/// Runs a loop; a panic in it (raft-rs panics on storage errors it cannot handle) is
+/// fatal for the node instead of leaving a half-alive process whose requests hang.
+fn fail_stop(name: &str, fatal: &FatalHandler, run: impl FnOnce()) {
+    if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+        let why = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("unknown panic");
+        fatal(&format!("the {name} panicked: {why}"));
     }
 }
 
@@ -66,10 +79,11 @@ impl RaftStore {
             router: router.clone(),
             fatal: deps.fatal.clone(),
         };
+        let fatal = deps.fatal.clone();
         let apply = std::thread::Builder::new()
             .name("flotilla-apply".into())
             .stack_size(limits::APPLY_THREAD_STACK_BYTES)
-            .spawn(move || apply_loop.run(apply_rx))?;
+            .spawn(move || fail_stop("apply loop", &fatal, || apply_loop.run(apply_rx)))?;
         let store_loop = StoreLoop {
             peers: Default::default(),
             router: router.clone(),
@@ -77,17 +91,17 @@ impl RaftStore {
             apply_store: deps.apply.clone(),
             apply_tx,
             clock: deps.clock,
-            fatal: deps.fatal,
+            fatal: deps.fatal.clone(),
         };
+        let fatal = deps.fatal.clone();
         let store = std::thread::Builder::new()
             .name("flotilla-store".into())
-            .spawn(move || store_loop.run(receivers))?;
-        let reader: Arc<dyn KvReader> = deps.apply;
+            .spawn(move || fail_stop("store loop", &fatal, || store_loop.run(receivers)))?;
         Ok((
             Self {
                 router,
                 fsm: deps.fsm,
-                reader,
+                apply: deps.apply,
             },
             StoreThreads { store, apply },
         ))
@@ -131,17 +145,23 @@ impl RaftStore {
     /// Runs a read-only query against the group's applied state (blocking: call it from
     /// a blocking thread). Returns the output and the applied index it observed.
     pub fn query(&self, group: GroupId, request: &[u8]) -> Result<(Vec<u8>, u64), RaftError> {
-        let shared = self
-            .router
-            .shared(group)
+        if self.router.mailbox(group).is_none() {
+            return Err(RaftError::GroupNotFound(group));
+        }
+        // One snapshot for the apply state and every KV read: the query sees exactly
+        // the state at the index it reports, even while apply goes on.
+        let snapshot = self.apply.read_snapshot();
+        let state = snapshot
+            .apply_state(group)
+            .map_err(|e| RaftError::Fsm(FsmError::Storage(e.to_string())))?
             .ok_or(RaftError::GroupNotFound(group))?;
-        let state = shared.snapshot();
         let ctx = QueryContext {
             group,
             applied_index: state.applied_index,
             applied_timestamp_ms: state.applied_timestamp_ms,
         };
-        let view = KvView::for_query(self.reader.clone(), group);
+        let reader: Arc<dyn KvReader> = snapshot;
+        let view = KvView::for_query(reader, group);
         self.fsm
             .query(state.plugin, ctx, request, view)
             .map(|out| (out, state.applied_index))

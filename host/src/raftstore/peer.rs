@@ -280,8 +280,21 @@ impl Peer {
         let before = self.raw.raft.raft_log.last_index();
         match self.raw.propose(Vec::new(), data) {
             Ok(()) if self.raw.raft.raft_log.last_index() > before => {
+                let index = self.raw.raft.raft_log.last_index();
+                // After a re-election the log may have been overwritten from `index` on:
+                // proposals pending there can no longer commit.
+                while self.proposals.back().is_some_and(|p| p.index >= index) {
+                    if let Some(stale) = self.proposals.pop_back() {
+                        self.pending_commands = self
+                            .pending_commands
+                            .saturating_sub(stale.replies.commands());
+                        stale.replies.fail(&RaftError::Dropped(
+                            "its log position was overwritten by a new leader".into(),
+                        ));
+                    }
+                }
                 self.proposals.push_back(PendingProposal {
-                    index: self.raw.raft.raft_log.last_index(),
+                    index,
                     term: self.raw.raft.term,
                     replies,
                 });
@@ -353,6 +366,7 @@ impl Peer {
             return None;
         }
         let compact_to = self.compact_to.take();
+        let previous_truncated = self.raw.store().truncated().0;
         if !self.raw.has_ready() {
             if let Some((i, t)) = compact_to {
                 self.raw.mut_store().compact_to(i, t);
@@ -360,11 +374,21 @@ impl Peer {
             out.push(GroupRaftWrite {
                 group: self.group,
                 compact_to,
+                previous_truncated,
                 ..Default::default()
             });
             return None;
         }
         let mut rd = self.raw.ready();
+        if rd.ss().is_some_and(|ss| ss.raft_state != StateRole::Leader) {
+            // A ReadIndex a deposed leader never resolves must not wait forever.
+            let err = self.not_leader();
+            for b in self.read_batches.drain(..) {
+                for r in b.replies {
+                    let _ = r.send(Err(err.clone()));
+                }
+            }
+        }
         for rs in rd.take_read_states() {
             let ctx = rs
                 .request_ctx
@@ -403,6 +427,7 @@ impl Peer {
                 hard_state,
                 conf_state: None,
                 compact_to,
+                previous_truncated,
             });
         }
         Some(rd)

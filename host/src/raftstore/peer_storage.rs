@@ -1,7 +1,8 @@
 //! raft-rs's `Storage` for one peer: hard state, conf state and the persisted log, with
 //! a bounded cache of recent entries in memory and the rest read through [`LogStore`].
-//! The store loop updates it right after each round is durable, so raft-rs only ever
-//! sees persisted data here.
+//! The store loop updates it while collecting a round's writes, just before the round's
+//! batch is synced; raft-rs does not read it between `ready()` and `advance_append`, and
+//! a failed sync is fatal, so raft-rs never observes unpersisted data here.
 
 use std::collections::VecDeque;
 use std::sync::Arc;

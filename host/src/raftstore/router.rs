@@ -33,6 +33,8 @@ pub struct Router {
     mailboxes: RwLock<HashMap<GroupId, Arc<Mailbox>>>,
     ready_tx: Sender<GroupId>,
     pub(super) control_tx: Sender<StoreMsg>,
+    /// Groups whose data the apply loop has not removed yet.
+    destroying: parking_lot::Mutex<std::collections::HashSet<GroupId>>,
 }
 
 impl std::fmt::Debug for Router {
@@ -58,6 +60,7 @@ impl Router {
             mailboxes: RwLock::new(HashMap::new()),
             ready_tx,
             control_tx,
+            destroying: Default::default(),
         });
         (
             router,
@@ -82,22 +85,44 @@ impl Router {
             }
             Err(TrySendError::Disconnected(_)) => return Err(RaftError::Stopped),
         }
-        self.schedule(group, &mailbox);
-        Ok(())
+        if self.schedule(group, &mailbox) {
+            Ok(())
+        } else {
+            Err(RaftError::Stopped)
+        }
     }
 
     /// Schedules `group` for the next round without a message (e.g. after apply).
     pub fn notify(&self, group: GroupId) {
         if let Some(mailbox) = self.mailbox(group) {
-            self.schedule(group, &mailbox);
+            let _ = self.schedule(group, &mailbox);
         }
     }
 
-    fn schedule(&self, group: GroupId, mailbox: &Mailbox) {
+    /// Marks `group` as being destroyed: it cannot start again until
+    /// [`Router::destroyed`] (the apply loop removes its data first).
+    pub(super) fn destroying(&self, group: GroupId) {
+        self.destroying.lock().insert(group);
+    }
+
+    pub(super) fn destroyed(&self, group: GroupId) {
+        self.destroying.lock().remove(&group);
+    }
+
+    pub(super) fn is_destroying(&self, group: GroupId) -> bool {
+        self.destroying.lock().contains(&group)
+    }
+
+    /// Returns false if the store loop is gone.
+    fn schedule(&self, group: GroupId, mailbox: &Mailbox) -> bool {
         if !mailbox.scheduled.swap(true, Ordering::AcqRel) {
-            // Cannot be full: one slot per group at most, capacity = group limit.
-            let _ = self.ready_tx.try_send(group);
+            // Full only with stale ids of destroyed groups: one slot per live group.
+            if self.ready_tx.try_send(group).is_err() {
+                mailbox.scheduled.store(false, Ordering::Release);
+                return false;
+            }
         }
+        true
     }
 
     pub fn mailbox(&self, group: GroupId) -> Option<Arc<Mailbox>> {

@@ -183,6 +183,7 @@ impl StoreLoop {
             peer.shared.mark_destroyed();
         }
         self.router.remove(group);
+        self.router.destroying(group);
         if let Err(e) = self.apply_tx.send(ApplyTask::Destroy { group, reply })
             && let ApplyTask::Destroy { reply, .. } = e.0
         {
@@ -195,6 +196,13 @@ impl StoreLoop {
         let group = spec.group;
         if self.peers.contains_key(&group) {
             return Err(RaftError::GroupExists(group));
+        }
+        if self.router.is_destroying(group) {
+            return Err(RaftError::Busy {
+                group,
+                reason: "its previous incarnation is still being removed".into(),
+                retry_after_ms: limits::TICK_INTERVAL_MS,
+            });
         }
         let storage_err = |e: StoreError| {
             (self.fatal)(&format!("starting group {group}: {e}"));
@@ -251,6 +259,7 @@ impl StoreLoop {
             applied: apply_state.applied_index,
             max_size_per_msg: limits::RAFT_MESSAGE_BYTES_MAX,
             max_inflight_msgs: limits::RAFT_INFLIGHT_MESSAGES_MAX,
+            max_committed_size_per_ready: limits::READY_COMMITTED_BYTES_MAX,
             pre_vote: true,
             check_quorum: true,
             ..Default::default()

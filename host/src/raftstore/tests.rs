@@ -169,3 +169,52 @@ async fn lease_and_upgrade_go_through_the_leader() {
         .await
         .expect("join");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_compaction_on_fjall_survives_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // One fjall database; the raft core is started twice over it (a restart of the
+    // loops, recovering every group from what is on disk).
+    let fjall = Arc::new(crate::storage::Store::open(dir.path()).expect("open fjall"));
+    let open = || {
+        let store = fjall.clone();
+        RaftStore::start(StoreDeps {
+            log: store.clone(),
+            apply: store,
+            fsm: Arc::new(Adder),
+            clock: Arc::new(SystemClock),
+            fatal: Arc::new(|why: &str| panic!("fatal: {why}")),
+        })
+        .expect("threads start")
+    };
+    let (store, threads) = open();
+    store.start_peer(spec(1)).await.expect("start");
+    // Sequential proposals: one entry each, so the log passes the compaction threshold.
+    let entries = 2 * crate::limits::LOG_RETAIN_ENTRIES + 200;
+    for _ in 0..entries {
+        store
+            .propose(GroupId(1), b"1".to_vec(), String::new())
+            .await
+            .expect("propose");
+    }
+    let st = store.status(GroupId(1)).await.expect("status");
+    assert!(st.first_index > 1, "log was never compacted: {st:?}");
+    assert!(st.last_index - st.first_index < entries, "{st:?}");
+    store.shutdown();
+    tokio::task::spawn_blocking(move || threads.join())
+        .await
+        .expect("join");
+
+    let (store, threads) = open();
+    store.start_peer(spec(1)).await.expect("restart");
+    assert_eq!(value(&store, 1).await, entries as i64);
+    store
+        .propose(GroupId(1), b"1".to_vec(), String::new())
+        .await
+        .expect("propose after restart");
+    assert_eq!(value(&store, 1).await, entries as i64 + 1);
+    store.shutdown();
+    tokio::task::spawn_blocking(move || threads.join())
+        .await
+        .expect("join");
+}

@@ -25,6 +25,9 @@ pub struct GroupRaftWrite {
     pub conf_state: Option<ConfState>,
     /// Remove log entries up to and including this index, remembering its term.
     pub compact_to: Option<(u64, u64)>,
+    /// The truncated index before this write: entries after it up to `compact_to` are
+    /// the ones to remove (no scan over earlier, already removed keys).
+    pub previous_truncated: u64,
 }
 
 /// Everything a persistence round writes, for every group with work.
@@ -81,8 +84,17 @@ pub trait LogStore: Send + Sync + 'static {
     fn raft_state(&self, group: GroupId) -> Result<Option<PersistedRaftState>, StoreError>;
 }
 
+/// A point-in-time view of committed state: KV data and apply state agree, so a query
+/// sees exactly the state at the applied index it reports, however long it runs.
+pub trait ReadSnapshot: KvReader {
+    fn apply_state(&self, group: GroupId) -> Result<Option<ApplyState>, StoreError>;
+}
+
 /// The state machine's side of storage: committed KV state and apply state.
 pub trait ApplyStore: KvReader {
+    /// A consistent view of everything committed so far.
+    fn read_snapshot(&self) -> std::sync::Arc<dyn ReadSnapshot>;
+
     /// Commits `writes` and `state` for `group` in one atomic batch (not synced: the raft
     /// log is durable, so a crash only rolls the group back to an earlier applied index
     /// together with its state).

@@ -4,8 +4,12 @@
 use super::keys;
 use super::store::{Store, err};
 use crate::ids::{GroupId, PluginDigest};
-use crate::raftstore::fsm::{KvReader, WriteSet};
-use crate::raftstore::traits::{ApplyState, ApplyStore, StoreError};
+use std::sync::Arc;
+
+use fjall::Readable as _;
+
+use crate::raftstore::fsm::{KvPairs, KvReader, WriteSet};
+use crate::raftstore::traits::{ApplyState, ApplyStore, ReadSnapshot, StoreError};
 
 const APPLY_STATE_LEN: usize = 8 * 3 + 32;
 
@@ -47,23 +51,82 @@ impl KvReader for Store {
         start: &[u8],
         end: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+    ) -> Result<KvPairs, String> {
         let lo = keys::kv_key(group, start);
         let iter = match (end, keys::group_end(group)) {
             (Some(e), _) => self.kv.range(lo..keys::kv_key(group, e)),
             (None, Some(g)) => self.kv.range(lo..g.to_vec()),
             (None, None) => self.kv.range(lo..),
         };
-        let mut out = Vec::new();
-        for item in iter.take(limit) {
-            let (k, v) = item.into_inner().map_err(|e| e.to_string())?;
-            out.push((k.get(8..).unwrap_or_default().to_vec(), v.to_vec()));
-        }
-        Ok(out)
+        collect_pairs(iter, limit)
     }
 }
 
+/// A fjall snapshot of the KV and apply-state keyspaces.
+struct StoreSnapshot {
+    snap: fjall::Snapshot,
+    kv: fjall::Keyspace,
+    apply_state: fjall::Keyspace,
+}
+
+impl KvReader for StoreSnapshot {
+    fn get(&self, group: GroupId, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        self.snap
+            .get(&self.kv, keys::kv_key(group, key))
+            .map(|v| v.map(|v| v.to_vec()))
+            .map_err(|e| e.to_string())
+    }
+
+    fn scan(
+        &self,
+        group: GroupId,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<KvPairs, String> {
+        let lo = keys::kv_key(group, start);
+        let iter = match (end, keys::group_end(group)) {
+            (Some(e), _) => self.snap.range(&self.kv, lo..keys::kv_key(group, e)),
+            (None, Some(g)) => self.snap.range(&self.kv, lo..g.to_vec()),
+            (None, None) => self.snap.range(&self.kv, lo..),
+        };
+        collect_pairs(iter, limit)
+    }
+}
+
+impl ReadSnapshot for StoreSnapshot {
+    fn apply_state(&self, group: GroupId) -> Result<Option<ApplyState>, StoreError> {
+        match self
+            .snap
+            .get(&self.apply_state, keys::group_prefix(group))
+            .map_err(err)?
+        {
+            None => Ok(None),
+            Some(b) => decode_apply_state(&b)
+                .map(Some)
+                .ok_or_else(|| StoreError(format!("corrupt apply state of group {group}"))),
+        }
+    }
+}
+
+fn collect_pairs(iter: fjall::Iter, limit: usize) -> Result<KvPairs, String> {
+    let mut out = Vec::new();
+    for item in iter.take(limit) {
+        let (k, v) = item.into_inner().map_err(|e| e.to_string())?;
+        out.push((k.get(8..).unwrap_or_default().to_vec(), v.to_vec()));
+    }
+    Ok(out)
+}
+
 impl ApplyStore for Store {
+    fn read_snapshot(&self) -> Arc<dyn ReadSnapshot> {
+        Arc::new(StoreSnapshot {
+            snap: self.db.snapshot(),
+            kv: self.kv.clone(),
+            apply_state: self.apply_state.clone(),
+        })
+    }
+
     fn commit_apply(
         &self,
         group: GroupId,
@@ -149,6 +212,27 @@ mod tests {
         del.insert(b"a".to_vec(), None);
         store.commit_apply(GroupId(1), del, state)?;
         assert_eq!(KvReader::get(&store, GroupId(1), b"a").map_err(err)?, None);
+        // A snapshot keeps seeing the state it was taken at.
+        let snap = store.read_snapshot();
+        let mut later = WriteSet::new();
+        later.insert(b"b".to_vec(), Some(b"changed".to_vec()));
+        let next = ApplyState {
+            applied_index: 8,
+            ..state
+        };
+        store.commit_apply(GroupId(1), later, next)?;
+        assert_eq!(
+            snap.get(GroupId(1), b"b").map_err(err)?,
+            Some(b"2".to_vec())
+        );
+        assert_eq!(
+            snap.apply_state(GroupId(1))?.map(|s| s.applied_index),
+            Some(7)
+        );
+        assert_eq!(
+            store.read_snapshot().get(GroupId(1), b"b").map_err(err)?,
+            Some(b"changed".to_vec())
+        );
         store.destroy_group(GroupId(1))?;
         assert_eq!(store.apply_state(GroupId(1))?, None);
         assert_eq!(

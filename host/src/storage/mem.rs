@@ -4,6 +4,7 @@
 //! unsynced writes.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 use raft::eraftpb::{ConfState, Entry, HardState};
@@ -11,7 +12,7 @@ use raft::eraftpb::{ConfState, Entry, HardState};
 use crate::ids::GroupId;
 use crate::raftstore::fsm::{KvPairs, KvReader, WriteSet};
 use crate::raftstore::traits::{
-    ApplyState, ApplyStore, LogStore, PersistedRaftState, RaftWriteBatch, StoreError,
+    ApplyState, ApplyStore, LogStore, PersistedRaftState, RaftWriteBatch, ReadSnapshot, StoreError,
 };
 
 #[derive(Clone, Default)]
@@ -142,17 +143,48 @@ impl KvReader for MemStore {
         end: Option<&[u8]>,
         limit: usize,
     ) -> Result<KvPairs, String> {
-        let d = self.live.lock();
-        Ok(d.kv
-            .range((group.0, start.to_vec())..)
-            .take_while(|((g, k), _)| *g == group.0 && end.is_none_or(|e| k.as_slice() < e))
-            .take(limit)
-            .map(|((_, k), v)| (k.clone(), v.clone()))
-            .collect())
+        Ok(scan_data(&self.live.lock(), group, start, end, limit))
     }
 }
 
+/// A copy of the live data, frozen.
+struct MemSnapshot(Data);
+
+impl KvReader for MemSnapshot {
+    fn get(&self, group: GroupId, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        Ok(self.0.kv.get(&(group.0, key.to_vec())).cloned())
+    }
+
+    fn scan(
+        &self,
+        group: GroupId,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<KvPairs, String> {
+        Ok(scan_data(&self.0, group, start, end, limit))
+    }
+}
+
+impl ReadSnapshot for MemSnapshot {
+    fn apply_state(&self, group: GroupId) -> Result<Option<ApplyState>, StoreError> {
+        Ok(self.0.apply.get(&group.0).copied())
+    }
+}
+
+fn scan_data(d: &Data, group: GroupId, start: &[u8], end: Option<&[u8]>, limit: usize) -> KvPairs {
+    d.kv.range((group.0, start.to_vec())..)
+        .take_while(|((g, k), _)| *g == group.0 && end.is_none_or(|e| k.as_slice() < e))
+        .take(limit)
+        .map(|((_, k), v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 impl ApplyStore for MemStore {
+    fn read_snapshot(&self) -> Arc<dyn ReadSnapshot> {
+        Arc::new(MemSnapshot(self.live.lock().clone()))
+    }
+
     fn commit_apply(
         &self,
         group: GroupId,

@@ -51,9 +51,9 @@ impl LogStore for Store {
                     keys::state_key(g, keys::TAG_TRUNCATED),
                     rec,
                 );
-                let start = keys::log_key(g, 0);
-                let end = keys::log_key(g, index.saturating_add(1));
-                self.remove_range(&mut batch, &self.raft_log, &start, Some(&end))?;
+                for i in w.previous_truncated.saturating_add(1)..=index {
+                    batch.remove(&self.raft_log, keys::log_key(g, i).to_vec());
+                }
             }
         }
         batch
@@ -75,6 +75,13 @@ impl LogStore for Store {
             let (_, value) = item.into_inner().map_err(err)?;
             let entry = Entry::parse_from_bytes(&value)
                 .map_err(|e| StoreError(format!("corrupt raft log entry in group {group}: {e}")))?;
+            let expected = low + out.len() as u64;
+            if entry.index != expected {
+                return Err(StoreError(format!(
+                    "raft log of group {group} has a hole: expected index {expected}, found {}",
+                    entry.index
+                )));
+            }
             size += value.len() as u64;
             if !out.is_empty() && size > max_size_bytes {
                 break;
