@@ -65,6 +65,12 @@ async fn acknowledged_writes_survive_kill9() -> anyhow::Result<()> {
 
     node.kill9()?;
     node.restart().await?;
+    // The restart loaded the plugin's compiled code from the disk cache.
+    let log = node.log();
+    assert!(
+        log.contains("outcome=CacheHit"),
+        "plugin recompiled on restart:\n{log}"
+    );
 
     let mut c = node.client().await?;
     for (key, value) in &acked {
