@@ -130,7 +130,10 @@ async fn kv_history_across_a_kill9_is_linearizable() -> anyhow::Result<()> {
         .map(|id| tokio::spawn(client(node.addr.clone(), group, id, history.clone())))
         .collect();
 
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Crash once a quarter of the workload is done, however fast the machine is.
+    while history.operations().len() < (CLIENTS * OPS_PER_CLIENT / 4) as usize {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     node.kill9()?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     node.restart().await?;
