@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::api::Node;
 use crate::api::admin::AdminService;
@@ -126,7 +126,11 @@ impl Server {
             .add_service(health)
             .add_service(client)
             .add_service(admin)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
+            .serve_with_incoming_shutdown(
+                // No Nagle: small responses must not wait for the peer's delayed ACK.
+                TcpIncoming::from(self.listener).with_nodelay(Some(true)),
+                shutdown,
+            )
             .await;
         tracing::info!("stopping the raft loops");
         self.node.raft.shutdown();
