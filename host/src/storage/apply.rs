@@ -4,6 +4,7 @@
 use super::keys;
 use super::store::{Store, err};
 use crate::ids::{GroupId, PluginDigest};
+use std::ops::Bound;
 use std::sync::Arc;
 
 use fjall::Readable as _;
@@ -52,13 +53,7 @@ impl KvReader for Store {
         end: Option<&[u8]>,
         limit: usize,
     ) -> Result<KvPairs, String> {
-        let lo = keys::kv_key(group, start);
-        let iter = match (end, keys::group_end(group)) {
-            (Some(e), _) => self.kv.range(lo..keys::kv_key(group, e)),
-            (None, Some(g)) => self.kv.range(lo..g.to_vec()),
-            (None, None) => self.kv.range(lo..),
-        };
-        collect_pairs(iter, limit)
+        collect_pairs(self.kv.range(kv_range(group, start, end)), limit)
     }
 }
 
@@ -84,13 +79,10 @@ impl KvReader for StoreSnapshot {
         end: Option<&[u8]>,
         limit: usize,
     ) -> Result<KvPairs, String> {
-        let lo = keys::kv_key(group, start);
-        let iter = match (end, keys::group_end(group)) {
-            (Some(e), _) => self.snap.range(&self.kv, lo..keys::kv_key(group, e)),
-            (None, Some(g)) => self.snap.range(&self.kv, lo..g.to_vec()),
-            (None, None) => self.snap.range(&self.kv, lo..),
-        };
-        collect_pairs(iter, limit)
+        collect_pairs(
+            self.snap.range(&self.kv, kv_range(group, start, end)),
+            limit,
+        )
     }
 }
 
@@ -107,6 +99,16 @@ impl ReadSnapshot for StoreSnapshot {
                 .ok_or_else(|| StoreError(format!("corrupt apply state of group {group}"))),
         }
     }
+}
+
+/// The `kv` keyspace range of `group`'s user keys in `[start, end)`.
+fn kv_range(group: GroupId, start: &[u8], end: Option<&[u8]>) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let hi = match (end, keys::group_end(group)) {
+        (Some(e), _) => Bound::Excluded(keys::kv_key(group, e)),
+        (None, Some(g)) => Bound::Excluded(g.to_vec()),
+        (None, None) => Bound::Unbounded,
+    };
+    (Bound::Included(keys::kv_key(group, start)), hi)
 }
 
 fn collect_pairs(iter: fjall::Iter, limit: usize) -> Result<KvPairs, String> {
