@@ -57,6 +57,19 @@ impl KvReader for Store {
     }
 }
 
+/// The apply state stored for `group`, if any; undecodable bytes are corruption.
+fn stored_apply_state(
+    group: GroupId,
+    bytes: Option<&[u8]>,
+) -> Result<Option<ApplyState>, StoreError> {
+    bytes
+        .map(|b| {
+            decode_apply_state(b)
+                .ok_or_else(|| StoreError(format!("corrupt apply state of group {group}")))
+        })
+        .transpose()
+}
+
 /// A fjall snapshot of the KV and apply-state keyspaces.
 struct StoreSnapshot {
     snap: fjall::Snapshot,
@@ -88,16 +101,11 @@ impl KvReader for StoreSnapshot {
 
 impl ReadSnapshot for StoreSnapshot {
     fn apply_state(&self, group: GroupId) -> Result<Option<ApplyState>, StoreError> {
-        match self
+        let stored = self
             .snap
             .get(&self.apply_state, keys::group_prefix(group))
-            .map_err(err)?
-        {
-            None => Ok(None),
-            Some(b) => decode_apply_state(&b)
-                .map(Some)
-                .ok_or_else(|| StoreError(format!("corrupt apply state of group {group}"))),
-        }
+            .map_err(err)?;
+        stored_apply_state(group, stored.as_deref())
     }
 }
 
@@ -154,16 +162,11 @@ impl ApplyStore for Store {
     }
 
     fn apply_state(&self, group: GroupId) -> Result<Option<ApplyState>, StoreError> {
-        match self
+        let stored = self
             .apply_state
             .get(keys::group_prefix(group))
-            .map_err(err)?
-        {
-            None => Ok(None),
-            Some(b) => decode_apply_state(&b)
-                .map(Some)
-                .ok_or_else(|| StoreError(format!("corrupt apply state of group {group}"))),
-        }
+            .map_err(err)?;
+        stored_apply_state(group, stored.as_deref())
     }
 
     fn destroy_group(&self, group: GroupId) -> Result<(), StoreError> {
