@@ -16,6 +16,30 @@ pub struct GroupId(pub u64);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PeerId(pub u64);
 
+/// Bits of a [`PeerId`] that name the node hosting the peer.
+pub const PEER_NODE_BITS: u32 = 16;
+/// Node ids are at most this (they must fit in [`PEER_NODE_BITS`]).
+pub const NODE_ID_MAX: u64 = (1 << PEER_NODE_BITS) - 1;
+
+impl PeerId {
+    /// A peer id for sequence number `seq` on `node`: the low 16 bits name the node, so
+    /// the transport finds a message's destination without a lookup table, and the
+    /// sequence (allocated by the meta group) keeps ids unique in the cluster.
+    pub fn compose(seq: u64, node: NodeId) -> Self {
+        Self((seq << PEER_NODE_BITS) | (node.0 & NODE_ID_MAX))
+    }
+
+    /// The node hosting this peer.
+    pub fn node(self) -> NodeId {
+        NodeId(self.0 & NODE_ID_MAX)
+    }
+
+    /// The sequence part of the id.
+    pub fn seq(self) -> u64 {
+        self.0 >> PEER_NODE_BITS
+    }
+}
+
 /// The sha256 of a plugin's original bytes, as deployed.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PluginDigest(pub [u8; 32]);
@@ -85,5 +109,14 @@ mod tests {
         assert_eq!(PluginDigest::from_hex(&d.to_hex()), Some(d));
         assert_eq!(PluginDigest::from_hex("zz"), None);
         assert!(d.to_string().starts_with("sha256:2cf24dba"));
+    }
+
+    #[test]
+    fn peer_ids_carry_their_node() {
+        let p = PeerId::compose(7, NodeId(3));
+        assert_eq!(p.node(), NodeId(3));
+        assert_eq!(p.seq(), 7);
+        assert_ne!(p, PeerId::compose(7, NodeId(4)));
+        assert_eq!(PeerId::compose(0, NodeId(5)), PeerId(5));
     }
 }

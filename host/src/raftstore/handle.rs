@@ -13,7 +13,7 @@ use super::router::Router;
 use super::store_loop::StoreLoop;
 use super::traits::{ApplyState, ApplyStore, LogStore};
 use super::{Clock, FatalHandler};
-use crate::ids::{GroupId, PluginDigest};
+use crate::ids::{GroupId, PeerId, PluginDigest};
 use crate::limits;
 
 /// A cheap-to-clone handle on the node's raft groups.
@@ -187,6 +187,31 @@ impl RaftStore {
         let (reply, rx) = oneshot::channel();
         self.router.send(group, PeerMsg::Destroy { reply })?;
         rx.await.map_err(|_| RaftError::Stopped)?
+    }
+
+    /// Delivers a raft message from another node. A message for a group this node does
+    /// not host goes to the store loop, which may create an uninitialized peer for it.
+    pub fn step(&self, group: GroupId, msg: raft::eraftpb::Message) -> Result<(), RaftError> {
+        if self.router.mailbox(group).is_none() {
+            return self.router.send_control(StoreMsg::RaftForUnknown {
+                group,
+                msg: Box::new(msg),
+            });
+        }
+        self.router.send(group, PeerMsg::Raft(Box::new(msg)))
+    }
+
+    /// Tells `group`'s leader that `peer` could not be reached (raft-rs then probes it
+    /// instead of streaming appends into the void).
+    pub fn report_unreachable(&self, group: GroupId, peer: PeerId) {
+        let _ = self.router.send(group, PeerMsg::Unreachable { peer });
+    }
+
+    /// Tells `group`'s leader how a snapshot transfer to `peer` ended.
+    pub fn report_snapshot(&self, group: GroupId, peer: PeerId, ok: bool) {
+        let _ = self
+            .router
+            .send(group, PeerMsg::SnapshotStatus { peer, ok });
     }
 
     /// The applied state of a group as last published.

@@ -29,6 +29,7 @@ pub mod router;
 pub mod shared;
 pub mod store_loop;
 pub mod traits;
+pub mod transport;
 
 use std::sync::Arc;
 

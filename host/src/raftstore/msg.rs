@@ -94,6 +94,17 @@ pub enum PeerMsg {
     Destroy {
         reply: oneshot::Sender<Result<(), RaftError>>,
     },
+    /// A raft message from another node.
+    Raft(Box<raft::eraftpb::Message>),
+    /// The transport could not deliver to `peer`.
+    Unreachable {
+        peer: PeerId,
+    },
+    /// A snapshot transfer to `peer` finished (`ok`) or failed.
+    SnapshotStatus {
+        peer: PeerId,
+        ok: bool,
+    },
 }
 
 /// A group to start on this node.
@@ -112,6 +123,12 @@ pub enum StoreMsg {
     StartPeer {
         spec: PeerSpec,
         reply: oneshot::Sender<Result<(), RaftError>>,
+    },
+    /// A raft message for a group this node has no peer of: the store loop may create
+    /// an uninitialized peer for it (the leader then sends a snapshot).
+    RaftForUnknown {
+        group: GroupId,
+        msg: Box<raft::eraftpb::Message>,
     },
     Shutdown,
 }

@@ -224,6 +224,20 @@ impl Peer {
                     let _ = reply.send(self.status());
                 }
                 PeerMsg::Destroy { reply } => destroy = Some(reply),
+                PeerMsg::Raft(m) => {
+                    if let Err(e) = self.raw.step(*m) {
+                        tracing::debug!(group = self.group.0, "raft message ignored: {e}");
+                    }
+                }
+                PeerMsg::Unreachable { peer } => self.raw.report_unreachable(peer.0),
+                PeerMsg::SnapshotStatus { peer, ok } => {
+                    let status = if ok {
+                        raft::SnapshotStatus::Finish
+                    } else {
+                        raft::SnapshotStatus::Failure
+                    };
+                    self.raw.report_snapshot(peer.0, status);
+                }
             }
         }
         self.propose_commands(batch, now_ms);

@@ -97,6 +97,14 @@ impl StoreLoop {
                 let _ = reply.send(result);
                 false
             }
+            StoreMsg::RaftForUnknown { group, msg } => {
+                tracing::debug!(
+                    group = group.0,
+                    from = msg.from,
+                    "message for an unknown group dropped"
+                );
+                false
+            }
             StoreMsg::Shutdown => {
                 for (peer, _) in self.peers.values_mut() {
                     peer.fail_all(&RaftError::Stopped);

@@ -11,6 +11,7 @@ pub mod keys;
 pub mod mem;
 pub mod meta;
 pub mod raft_log;
+pub mod snapfile;
 mod store;
 
 pub use store::Store;
