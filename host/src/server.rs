@@ -84,6 +84,8 @@ impl Server {
             fsm: plugins.clone(),
             clock: Arc::new(SystemClock),
             fatal,
+            node: crate::ids::NodeId(1),
+            transport: Arc::new(crate::raftstore::transport::NoTransport),
         })
         .map_err(|e| ServerError::Start(e.to_string()))?;
         let node = Arc::new(

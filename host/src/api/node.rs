@@ -202,6 +202,7 @@ impl Node {
                 peer: record.peer(),
                 voters: record.voters.iter().copied().map(PeerId).collect(),
                 plugin: digest,
+                campaign: false,
             })
             .await
             .map_err(status::from_raft)

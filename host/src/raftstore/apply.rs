@@ -27,7 +27,9 @@ pub enum ApplyTask {
     },
     Destroy {
         group: GroupId,
-        reply: oneshot::Sender<Result<(), RaftError>>,
+        reply: Option<oneshot::Sender<Result<(), RaftError>>>,
+        /// The removed peer's id, when a membership change removed it.
+        tombstone: Option<u64>,
     },
 }
 
@@ -42,6 +44,7 @@ pub struct ApplyLoop {
 enum Outcome {
     Commands(Vec<Result<Vec<u8>, FsmError>>),
     Upgraded,
+    ConfChanged,
     Nothing,
 }
 
@@ -55,20 +58,49 @@ impl ApplyLoop {
                     shared,
                     committed,
                 } => self.apply(group, &shared, committed),
-                ApplyTask::Destroy { group, reply } => {
-                    let result = self.store.destroy_group(group);
+                ApplyTask::Destroy {
+                    group,
+                    reply,
+                    tombstone,
+                } => {
+                    let result = self.store.destroy_group(group, tombstone);
                     self.router.destroyed(group);
                     if let Err(e) = &result {
                         (self.fatal)(&format!("cannot destroy group {group}: {e}"));
                     }
-                    let _ = reply.send(result.map_err(|e| RaftError::Invalid(e.to_string())));
+                    if let Some(reply) = reply {
+                        let _ = reply.send(result.map_err(|e| RaftError::Invalid(e.to_string())));
+                    }
                 }
             }
         }
     }
 
     fn apply(&self, group: GroupId, shared: &GroupShared, committed: Committed) {
+        if let Some((index, term)) = committed.snapshot {
+            if shared.is_destroyed() {
+                return;
+            }
+            match self.store.install_snapshot(group, index, term) {
+                Ok(info) => {
+                    tracing::info!(
+                        group = group.0,
+                        index,
+                        bytes = info.file_size_bytes,
+                        "snapshot installed"
+                    );
+                    shared.publish(info.state);
+                }
+                Err(e) => {
+                    (self.fatal)(&format!(
+                        "cannot install the snapshot of group {group} at {index}: {e}"
+                    ));
+                    return;
+                }
+            }
+        }
         let mut state = shared.snapshot();
+        let mut confs = committed.confs.into_iter().peekable();
         let mut proposals = committed.proposals.into_iter().peekable();
         for entry in committed.entries {
             if shared.is_destroyed() {
@@ -93,7 +125,9 @@ impl ApplyLoop {
             };
             state.applied_index = entry.index;
             state.applied_term = entry.term;
-            if let Err(e) = self.store.commit_apply(group, writes, state) {
+            while confs.next_if(|(i, _)| *i < entry.index).is_some() {}
+            let conf = confs.next_if(|(i, _)| *i == entry.index).map(|(_, cs)| cs);
+            if let Err(e) = self.store.commit_apply(group, writes, state, conf.as_ref()) {
                 (self.fatal)(&format!("apply of group {group} at {}: {e}", entry.index));
                 return;
             }
@@ -115,7 +149,10 @@ impl ApplyLoop {
         entry: &Entry,
         state: &mut ApplyState,
     ) -> Option<(WriteSet, Outcome)> {
-        if entry.get_entry_type() != EntryType::EntryNormal || entry.data.is_empty() {
+        if entry.get_entry_type() != EntryType::EntryNormal {
+            return Some((WriteSet::new(), Outcome::ConfChanged));
+        }
+        if entry.data.is_empty() {
             return Some((WriteSet::new(), Outcome::Nothing));
         }
         match payload::decode(&entry.data) {
@@ -174,7 +211,7 @@ fn answer(p: PendingProposal, index: u64, outcome: Outcome) {
                 let _ = r.send(result);
             }
         }
-        (Replies::Upgrade(r), Outcome::Upgraded) => {
+        (Replies::Upgrade(r), Outcome::Upgraded) | (Replies::Conf(r), Outcome::ConfChanged) => {
             let _ = r.send(Ok(index));
         }
         (replies, _) => {

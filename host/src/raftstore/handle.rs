@@ -8,12 +8,17 @@ use tokio::sync::oneshot;
 
 use super::apply::{ApplyLoop, ApplyTask};
 use super::fsm::{FsmError, KvReader, KvView, QueryContext, StateMachineHost};
-use super::msg::{GroupStatus, PeerMsg, PeerSpec, Proposed, RaftError, ReadKind, StoreMsg};
+use super::leaders::LeaderBoard;
+use super::msg::{
+    GroupStatus, PeerChange, PeerMsg, PeerSpec, Proposed, RaftError, ReadKind, StoreMsg,
+};
 use super::router::Router;
+use super::snapshot::{self, SnapWorker};
 use super::store_loop::StoreLoop;
 use super::traits::{ApplyState, ApplyStore, LogStore};
+use super::transport::Transport;
 use super::{Clock, FatalHandler};
-use crate::ids::{GroupId, PeerId, PluginDigest};
+use crate::ids::{GroupId, NodeId, PeerId, PluginDigest};
 use crate::limits;
 
 /// A cheap-to-clone handle on the node's raft groups.
@@ -22,6 +27,8 @@ pub struct RaftStore {
     router: Arc<Router>,
     fsm: Arc<dyn StateMachineHost>,
     apply: Arc<dyn ApplyStore>,
+    leaders: Arc<LeaderBoard>,
+    node: NodeId,
 }
 
 impl std::fmt::Debug for RaftStore {
@@ -36,12 +43,14 @@ impl std::fmt::Debug for RaftStore {
 pub struct StoreThreads {
     store: JoinHandle<()>,
     apply: JoinHandle<()>,
+    snapshots: JoinHandle<()>,
 }
 
 impl StoreThreads {
     pub fn join(self) {
         let _ = self.store.join();
         let _ = self.apply.join();
+        let _ = self.snapshots.join();
     }
 }
 
@@ -65,6 +74,9 @@ pub struct StoreDeps {
     pub fsm: Arc<dyn StateMachineHost>,
     pub clock: Arc<dyn Clock>,
     pub fatal: FatalHandler,
+    /// This node's id (peer ids name their node; see [`PeerId::node`]).
+    pub node: NodeId,
+    pub transport: Arc<dyn Transport>,
 }
 
 impl RaftStore {
@@ -84,6 +96,22 @@ impl RaftStore {
             .name("flotilla-apply".into())
             .stack_size(limits::APPLY_THREAD_STACK_BYTES)
             .spawn(move || fail_stop("apply loop", &fatal, || apply_loop.run(apply_rx)))?;
+        let (snap_worker, snap_rx) = SnapWorker::new();
+        let (node, apply_store, snap_router, fatal) = (
+            deps.node,
+            deps.apply.clone(),
+            router.clone(),
+            deps.fatal.clone(),
+        );
+        let snapshots = std::thread::Builder::new()
+            .name("flotilla-snap".into())
+            .spawn(move || {
+                let f = fatal.clone();
+                fail_stop("snapshot worker", &f, || {
+                    snapshot::run_worker(snap_rx, node, apply_store, snap_router, fatal)
+                })
+            })?;
+        let leaders = Arc::new(LeaderBoard::default());
         let store_loop = StoreLoop {
             peers: Default::default(),
             router: router.clone(),
@@ -92,6 +120,10 @@ impl RaftStore {
             apply_tx,
             clock: deps.clock,
             fatal: deps.fatal.clone(),
+            node: deps.node,
+            transport: deps.transport,
+            snap_worker,
+            leaders: leaders.clone(),
         };
         let fatal = deps.fatal.clone();
         let store = std::thread::Builder::new()
@@ -102,8 +134,14 @@ impl RaftStore {
                 router,
                 fsm: deps.fsm,
                 apply: deps.apply,
+                leaders,
+                node: deps.node,
             },
-            StoreThreads { store, apply },
+            StoreThreads {
+                store,
+                apply,
+                snapshots,
+            },
         ))
     }
 
@@ -187,6 +225,41 @@ impl RaftStore {
         let (reply, rx) = oneshot::channel();
         self.router.send(group, PeerMsg::Destroy { reply })?;
         rx.await.map_err(|_| RaftError::Stopped)?
+    }
+
+    /// Proposes a membership change; returns the index at which it applied.
+    pub async fn change_peers(
+        &self,
+        group: GroupId,
+        changes: Vec<PeerChange>,
+    ) -> Result<u64, RaftError> {
+        let (reply, rx) = oneshot::channel();
+        self.router
+            .send(group, PeerMsg::ChangePeers { changes, reply })?;
+        rx.await.map_err(|_| RaftError::Stopped)?
+    }
+
+    /// Asks the leader of `group` (this replica) to hand leadership to `peer`.
+    pub async fn transfer_leader(&self, group: GroupId, peer: PeerId) -> Result<(), RaftError> {
+        let (reply, rx) = oneshot::channel();
+        self.router
+            .send(group, PeerMsg::TransferLeader { peer, reply })?;
+        rx.await.map_err(|_| RaftError::Stopped)?
+    }
+
+    /// Makes this replica of `group` start an election.
+    pub fn campaign(&self, group: GroupId) -> Result<(), RaftError> {
+        self.router.send(group, PeerMsg::Campaign)
+    }
+
+    /// The leaders of the groups on this node, for watchers.
+    pub fn leaders(&self) -> &Arc<LeaderBoard> {
+        &self.leaders
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> NodeId {
+        self.node
     }
 
     /// Delivers a raft message from another node. A message for a group this node does

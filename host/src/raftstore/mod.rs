@@ -19,6 +19,7 @@
 pub mod apply;
 pub mod fsm;
 pub mod handle;
+pub mod leaders;
 mod logger;
 pub mod mem_kv;
 pub mod msg;
@@ -27,6 +28,7 @@ pub mod peer;
 pub mod peer_storage;
 pub mod router;
 pub mod shared;
+pub mod snapshot;
 pub mod store_loop;
 pub mod traits;
 pub mod transport;
@@ -34,7 +36,7 @@ pub mod transport;
 use std::sync::Arc;
 
 pub use handle::{RaftStore, StoreDeps, StoreThreads};
-pub use msg::{GroupStatus, PeerSpec, Proposed, RaftError, ReadKind};
+pub use msg::{GroupStatus, PeerChange, PeerSpec, Proposed, RaftError, ReadKind};
 
 /// Called once when the node hits an error it must not continue after (a failed sync,
 /// an unreadable log). The server's handler logs and exits: fail-stop, never retry.

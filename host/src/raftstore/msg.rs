@@ -69,6 +69,17 @@ pub struct GroupStatus {
     pub last_index: u64,
     pub pending_proposals: u64,
     pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+    /// On a leader: each peer's matched index (replication progress), by peer id.
+    pub progress: Vec<(u64, u64)>,
+}
+
+/// One membership change of a group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerChange {
+    AddVoter(PeerId),
+    AddLearner(PeerId),
+    Remove(PeerId),
 }
 
 /// What a group's mailbox carries.
@@ -94,6 +105,19 @@ pub enum PeerMsg {
     Destroy {
         reply: oneshot::Sender<Result<(), RaftError>>,
     },
+    /// Proposes a membership change (several at once go through joint consensus);
+    /// answers with the index at which it applied.
+    ChangePeers {
+        changes: Vec<PeerChange>,
+        reply: IndexReply,
+    },
+    /// Asks the leader to hand leadership to `peer`.
+    TransferLeader {
+        peer: PeerId,
+        reply: oneshot::Sender<Result<(), RaftError>>,
+    },
+    /// Starts an election now (the preferred leader of a new group).
+    Campaign,
     /// A raft message from another node.
     Raft(Box<raft::eraftpb::Message>),
     /// The transport could not deliver to `peer`.
@@ -112,8 +136,12 @@ pub enum PeerMsg {
 pub struct PeerSpec {
     pub group: GroupId,
     pub peer: PeerId,
+    /// The initial voters of a new group. Empty for a replica added to a running group:
+    /// it starts uninitialized and gets its state from the leader's snapshot.
     pub voters: Vec<PeerId>,
     pub plugin: PluginDigest,
+    /// Start an election at once (the group's preferred leader).
+    pub campaign: bool,
 }
 
 /// What the store loop's control channel carries.

@@ -7,14 +7,20 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use raft::eraftpb::Entry;
+use protobuf::Message as _;
+use raft::eraftpb::{
+    ConfChange, ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, ConfState,
+    Entry, EntryType,
+};
 use raft::{RawNode, StateRole};
 
-use super::msg::{GroupStatus, IndexReply, PeerMsg, ProposeReply, RaftError, ReadKind};
+use super::leaders::LeaderBoard;
+use super::msg::{GroupStatus, IndexReply, PeerChange, PeerMsg, ProposeReply, RaftError, ReadKind};
 use super::payload;
 use super::peer_storage::PeerStorage;
 use super::shared::GroupShared;
 use super::traits::GroupRaftWrite;
+use super::transport::OutMessage;
 use crate::ids::{GroupId, PeerId};
 use crate::limits;
 use crate::proto::v1::Command;
@@ -25,6 +31,7 @@ pub enum Replies {
     /// One reply per command packed into the entry, in order.
     Commands(Vec<ProposeReply>),
     Upgrade(IndexReply),
+    Conf(IndexReply),
 }
 
 impl Replies {
@@ -32,7 +39,7 @@ impl Replies {
     pub fn commands(&self) -> usize {
         match self {
             Replies::Commands(rs) => rs.len(),
-            Replies::Upgrade(_) => 0,
+            Replies::Upgrade(_) | Replies::Conf(_) => 0,
         }
     }
 
@@ -44,7 +51,7 @@ impl Replies {
                     let _ = r.send(Err(err.clone()));
                 }
             }
-            Replies::Upgrade(r) => {
+            Replies::Upgrade(r) | Replies::Conf(r) => {
                 let _ = r.send(Err(err.clone()));
             }
         }
@@ -62,8 +69,12 @@ pub struct PendingProposal {
 /// Committed entries for the apply loop, with the proposals they answer.
 #[derive(Debug)]
 pub struct Committed {
+    /// A received snapshot to load before the entries: `(index, term)`.
+    pub snapshot: Option<(u64, u64)>,
     pub entries: Vec<Entry>,
     pub proposals: Vec<PendingProposal>,
+    /// The configuration after each membership change among `entries`, by index.
+    pub confs: Vec<(u64, ConfState)>,
 }
 
 struct ReadBatch {
@@ -87,6 +98,13 @@ pub struct Peer {
     last_timestamp_ms: u64,
     applied: u64,
     compact_to: Option<(u64, u64)>,
+    /// A snapshot persisted this round, handed to the apply loop after the sync.
+    installing: Option<(u64, u64)>,
+    /// This peer was removed from the group by the membership change at this index.
+    removed_at: Option<u64>,
+    leaders: Arc<LeaderBoard>,
+    /// Messages to the transport, gathered over a round.
+    pub outbox: Vec<OutMessage>,
 }
 
 /// Commands gathered in one round, packed into as few entries as the limits allow.
@@ -103,6 +121,7 @@ impl Peer {
         peer: PeerId,
         raw: RawNode<PeerStorage>,
         shared: Arc<GroupShared>,
+        leaders: Arc<LeaderBoard>,
     ) -> Self {
         let applied = shared.applied_index();
         let last_timestamp_ms = shared.snapshot().applied_timestamp_ms;
@@ -120,7 +139,22 @@ impl Peer {
             last_timestamp_ms,
             applied,
             compact_to: None,
+            installing: None,
+            removed_at: None,
+            leaders,
+            outbox: Vec::new(),
         }
+    }
+
+    /// True once this peer has applied its own removal from the group.
+    pub fn is_removed(&self) -> bool {
+        self.removed_at.is_some_and(|i| self.applied >= i)
+    }
+
+    fn publish_leader(&self) {
+        let raft = &self.raw.raft;
+        let leader = (raft.leader_id != 0).then_some(PeerId(raft.leader_id));
+        self.leaders.update(self.group, leader, raft.term);
     }
 
     pub fn is_leader(&self) -> bool {
@@ -224,6 +258,30 @@ impl Peer {
                     let _ = reply.send(self.status());
                 }
                 PeerMsg::Destroy { reply } => destroy = Some(reply),
+                PeerMsg::ChangePeers { changes, reply } => {
+                    self.propose_commands(std::mem::take(&mut batch), now_ms);
+                    self.propose_conf(changes, reply);
+                }
+                PeerMsg::TransferLeader { peer, reply } => {
+                    if !self.is_leader() {
+                        let _ = reply.send(Err(self.not_leader()));
+                    } else if !self.raw.store().conf_state().voters.contains(&peer.0) {
+                        let _ = reply.send(Err(RaftError::Invalid(format!(
+                            "peer {peer} is not a voter of group {}",
+                            self.group
+                        ))));
+                    } else {
+                        self.raw.transfer_leader(peer.0);
+                        let _ = reply.send(Ok(()));
+                    }
+                }
+                PeerMsg::Campaign => {
+                    if !self.is_leader()
+                        && let Err(e) = self.raw.campaign()
+                    {
+                        tracing::debug!(group = self.group.0, "campaign refused: {e}");
+                    }
+                }
                 PeerMsg::Raft(m) => {
                     if let Err(e) = self.raw.step(*m) {
                         tracing::debug!(group = self.group.0, "raft message ignored: {e}");
@@ -274,6 +332,52 @@ impl Peer {
             ctx,
             replies: std::mem::take(&mut self.reads_before_commit),
         });
+    }
+
+    fn propose_conf(&mut self, changes: Vec<PeerChange>, reply: IndexReply) {
+        if !self.is_leader() {
+            let _ = reply.send(Err(self.not_leader()));
+            return;
+        }
+        if changes.is_empty() {
+            let _ = reply.send(Err(RaftError::Invalid("no membership change given".into())));
+            return;
+        }
+        let mut cc = ConfChangeV2::default();
+        for c in &changes {
+            let mut single = ConfChangeSingle::default();
+            let (kind, peer) = match *c {
+                PeerChange::AddVoter(p) => (ConfChangeType::AddNode, p),
+                PeerChange::AddLearner(p) => (ConfChangeType::AddLearnerNode, p),
+                PeerChange::Remove(p) => (ConfChangeType::RemoveNode, p),
+            };
+            single.set_change_type(kind);
+            single.node_id = peer.0;
+            cc.changes.push(single);
+        }
+        if changes.len() > 1 {
+            // Joint consensus, left automatically once the joint config applies.
+            cc.set_transition(ConfChangeTransition::Implicit);
+        }
+        let before = self.raw.raft.raft_log.last_index();
+        match self.raw.propose_conf_change(Vec::new(), cc) {
+            Ok(()) if self.raw.raft.raft_log.last_index() > before => {
+                let index = self.raw.raft.raft_log.last_index();
+                self.proposals.push_back(PendingProposal {
+                    index,
+                    term: self.raw.raft.term,
+                    replies: Replies::Conf(reply),
+                });
+            }
+            Ok(()) => {
+                let _ = reply.send(Err(RaftError::Dropped("raft did not append it".into())));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(RaftError::Invalid(format!(
+                    "membership change refused: {e}"
+                ))));
+            }
+        }
     }
 
     fn next_timestamp(&mut self, now_ms: u64) -> u64 {
@@ -373,7 +477,8 @@ impl Peer {
         self.raw.mut_store().trim_cache(applied);
     }
 
-    /// Moves raft's output of this round into `out`. Returns the `Ready` to finish with
+    /// Moves raft's output of this round into `out` (writes) and the outbox (messages
+    /// that may leave before the sync). Returns the `Ready` to finish with
     /// [`Peer::after_persist`] once `out` is durable.
     pub fn collect_ready(&mut self, out: &mut Vec<GroupRaftWrite>) -> Option<raft::Ready> {
         if !self.raw.has_ready() && self.compact_to.is_none() {
@@ -394,14 +499,24 @@ impl Peer {
             return None;
         }
         let mut rd = self.raw.ready();
-        if rd.ss().is_some_and(|ss| ss.raft_state != StateRole::Leader) {
-            // A ReadIndex a deposed leader never resolves must not wait forever.
-            let err = self.not_leader();
-            for b in self.read_batches.drain(..) {
-                for r in b.replies {
-                    let _ = r.send(Err(err.clone()));
+        if let Some(ss) = rd.ss() {
+            if ss.raft_state != StateRole::Leader {
+                // A ReadIndex a deposed leader never resolves must not wait forever.
+                let err = self.not_leader();
+                for b in self.read_batches.drain(..) {
+                    for r in b.replies {
+                        let _ = r.send(Err(err.clone()));
+                    }
                 }
             }
+            self.publish_leader();
+        } else if rd.hs().is_some() {
+            self.publish_leader();
+        }
+        // A leader's messages may go out before its own log is durable (raft-rs's
+        // contract); followers' answers wait for the sync (`persisted_messages`).
+        for m in rd.take_messages() {
+            self.outbox.push(OutMessage::new(self.group, m));
         }
         for rs in rd.take_read_states() {
             let ctx = rs
@@ -422,9 +537,24 @@ impl Peer {
                 }
             }
         }
+        let mut snapshot = None;
+        let mut compact_to = compact_to;
+        if !rd.snapshot().is_empty() {
+            let snap = rd.snapshot().clone();
+            let meta = snap.get_metadata();
+            snapshot = Some((meta.index, meta.term));
+            self.installing = snapshot;
+            self.raw.mut_store().apply_snapshot(&snap);
+            // The snapshot drops the whole log; a compaction planned before it is moot.
+            compact_to = None;
+        }
         let entries = rd.take_entries();
         let store = self.raw.mut_store();
-        let previous_last_index = store.last_index();
+        let previous_last_index = if snapshot.is_some() {
+            store.truncated().0
+        } else {
+            store.last_index()
+        };
         store.append(&entries);
         let hard_state = rd.hs().cloned();
         if let Some(hs) = &hard_state {
@@ -433,7 +563,8 @@ impl Peer {
         if let Some((i, t)) = compact_to {
             store.compact_to(i, t);
         }
-        if !entries.is_empty() || hard_state.is_some() || compact_to.is_some() {
+        if !entries.is_empty() || hard_state.is_some() || compact_to.is_some() || snapshot.is_some()
+        {
             out.push(GroupRaftWrite {
                 group: self.group,
                 entries,
@@ -442,17 +573,19 @@ impl Peer {
                 conf_state: None,
                 compact_to,
                 previous_truncated,
+                snapshot,
             });
         }
         Some(rd)
     }
 
-    /// Finishes a ready whose writes are durable: advances raft and returns what is
-    /// committed, with the proposals it answers.
+    /// Finishes a ready whose writes are durable: advances raft, queues the messages
+    /// that had to wait for the sync, applies membership changes to raft, and returns
+    /// what is committed with the proposals it answers.
     pub fn after_persist(&mut self, mut rd: raft::Ready) -> Option<Committed> {
-        // Single-replica groups produce no messages; replication will send these.
-        drop(rd.take_messages());
-        drop(rd.take_persisted_messages());
+        for m in rd.take_persisted_messages() {
+            self.outbox.push(OutMessage::new(self.group, m));
+        }
         let mut entries = rd.take_committed_entries();
         // `advance_append`, not `advance`: apply runs elsewhere and reports back through
         // `on_applied`, which calls `advance_apply_to`.
@@ -460,10 +593,21 @@ impl Peer {
         if let Some(commit) = light.commit_index() {
             self.raw.mut_store().set_commit(commit);
         }
-        drop(light.take_messages());
+        for m in light.take_messages() {
+            self.outbox.push(OutMessage::new(self.group, m));
+        }
         entries.extend(light.take_committed_entries());
         self.issue_reads();
-        let last = entries.last()?.index;
+        let snapshot = self.installing.take();
+        let confs = self.apply_conf_changes(&entries);
+        let Some(last) = entries.last().map(|e| e.index) else {
+            return snapshot.map(|snapshot| Committed {
+                snapshot: Some(snapshot),
+                entries: Vec::new(),
+                proposals: Vec::new(),
+                confs: Vec::new(),
+            });
+        };
         let mut proposals = Vec::new();
         while self.proposals.front().is_some_and(|p| p.index <= last) {
             if let Some(p) = self.proposals.pop_front() {
@@ -471,7 +615,67 @@ impl Peer {
                 proposals.push(p);
             }
         }
-        Some(Committed { entries, proposals })
+        Some(Committed {
+            snapshot,
+            entries,
+            proposals,
+            confs,
+        })
+    }
+
+    /// Membership changes take effect in raft once committed (raft-rs tracks at most one
+    /// pending change); the resulting configuration is stored with the apply state at
+    /// the change's index, so a restart replays later changes from the right base.
+    fn apply_conf_changes(&mut self, entries: &[Entry]) -> Vec<(u64, ConfState)> {
+        let mut confs = Vec::new();
+        for e in entries {
+            let cc = match e.get_entry_type() {
+                EntryType::EntryConfChangeV2 => ConfChangeV2::parse_from_bytes(&e.data),
+                EntryType::EntryConfChange => ConfChange::parse_from_bytes(&e.data).map(|c| {
+                    let mut single = ConfChangeSingle::default();
+                    single.set_change_type(c.get_change_type());
+                    single.node_id = c.node_id;
+                    let mut v2 = ConfChangeV2::default();
+                    v2.changes.push(single);
+                    v2
+                }),
+                EntryType::EntryNormal => continue,
+            };
+            let cc = match cc {
+                Ok(cc) => cc,
+                Err(err) => {
+                    tracing::error!(
+                        group = self.group.0,
+                        index = e.index,
+                        "undecodable membership change: {err}"
+                    );
+                    continue;
+                }
+            };
+            match self.raw.apply_conf_change(&cc) {
+                Ok(cs) => {
+                    let me = self.peer.0;
+                    let member = cs.voters.contains(&me)
+                        || cs.learners.contains(&me)
+                        || cs.voters_outgoing.contains(&me)
+                        || cs.learners_next.contains(&me);
+                    if !member {
+                        self.removed_at = Some(e.index);
+                    }
+                    tracing::info!(group = self.group.0, index = e.index, voters = ?cs.voters, learners = ?cs.learners, outgoing = ?cs.voters_outgoing, "membership changed");
+                    self.raw.mut_store().set_conf_state(cs.clone());
+                    confs.push((e.index, cs));
+                }
+                Err(err) => {
+                    tracing::warn!(
+                        group = self.group.0,
+                        index = e.index,
+                        "membership change rejected by raft: {err}"
+                    );
+                }
+            }
+        }
+        confs
     }
 
     pub fn status(&self) -> GroupStatus {
@@ -489,6 +693,18 @@ impl Peer {
             last_index: store.last_index(),
             pending_proposals: self.pending_commands as u64,
             voters: store.conf_state().voters.clone(),
+            learners: store.conf_state().learners.clone(),
+            progress: if self.is_leader() {
+                let mut p: Vec<(u64, u64)> = raft
+                    .prs()
+                    .iter()
+                    .map(|(id, pr)| (*id, pr.matched))
+                    .collect();
+                p.sort_unstable();
+                p
+            } else {
+                Vec::new()
+            },
         }
     }
 

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
 
+use super::snapshot::{SnapSlot, SnapWorker};
 use super::traits::{LogStore, PersistedRaftState, StoreError};
 use crate::ids::GroupId;
 
@@ -24,6 +25,8 @@ pub struct PeerStorage {
     truncated: (u64, u64),
     last_index: u64,
     cache: VecDeque<Entry>,
+    snap_slot: Arc<SnapSlot>,
+    snap_worker: SnapWorker,
 }
 
 fn store_err(e: StoreError) -> raft::Error {
@@ -31,7 +34,12 @@ fn store_err(e: StoreError) -> raft::Error {
 }
 
 impl PeerStorage {
-    pub fn new(group: GroupId, log: Arc<dyn LogStore>, state: PersistedRaftState) -> Self {
+    pub fn new(
+        group: GroupId,
+        log: Arc<dyn LogStore>,
+        state: PersistedRaftState,
+        snap_worker: SnapWorker,
+    ) -> Self {
         Self {
             group,
             log,
@@ -40,7 +48,27 @@ impl PeerStorage {
             truncated: state.truncated,
             last_index: state.last_index,
             cache: VecDeque::new(),
+            snap_slot: Arc::default(),
+            snap_worker,
         }
+    }
+
+    /// Takes a received snapshot's place in the log: everything before and at its index
+    /// is gone (the store loop drops the stored log in the same round).
+    pub fn apply_snapshot(&mut self, snap: &Snapshot) {
+        let meta = snap.get_metadata();
+        self.truncated = (meta.index, meta.term);
+        self.last_index = meta.index;
+        self.cache.clear();
+        self.conf_state = meta.get_conf_state().clone();
+        if self.hard_state.commit < meta.index {
+            self.hard_state.commit = meta.index;
+        }
+    }
+
+    /// The configuration after a membership change was committed.
+    pub fn set_conf_state(&mut self, cs: ConfState) {
+        self.conf_state = cs;
     }
 
     pub fn first_index(&self) -> u64 {
@@ -199,10 +227,17 @@ impl raft::Storage for PeerStorage {
         Ok(self.last_index)
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // Single-replica groups never need one; streaming snapshots come with replication.
-        Err(raft::Error::Store(
-            StorageError::SnapshotTemporarilyUnavailable,
-        ))
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        // A snapshot older than the log's start would leave the follower a gap.
+        let min_index = request_index.max(self.truncated.0);
+        match self
+            .snap_slot
+            .get_or_request(self.group, min_index, to, &self.snap_worker)
+        {
+            Some(s) => Ok(s),
+            None => Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            )),
+        }
     }
 }

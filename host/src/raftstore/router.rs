@@ -27,6 +27,11 @@ impl Mailbox {
     pub(super) fn unschedule(&self) {
         self.scheduled.store(false, Ordering::Release);
     }
+
+    /// Queues a message from the store loop itself (the caller schedules the group).
+    pub(super) fn send_local(&self, msg: PeerMsg) -> bool {
+        self.tx.try_send(msg).is_ok()
+    }
 }
 
 pub struct Router {

@@ -18,16 +18,27 @@ use crossbeam_channel::Sender;
 use raft::RawNode;
 use raft::eraftpb::{ConfState, HardState};
 
+use raft::eraftpb::MessageType;
+
 use super::apply::ApplyTask;
-use super::msg::{PeerSpec, RaftError, StoreMsg};
+use super::leaders::LeaderBoard;
+use super::msg::{PeerMsg, PeerSpec, RaftError, StoreMsg};
 use super::peer::Peer;
 use super::peer_storage::PeerStorage;
 use super::router::{Mailbox, Router, RouterReceivers};
 use super::shared::GroupShared;
+use super::snapshot::SnapWorker;
 use super::traits::{ApplyState, ApplyStore, GroupRaftWrite, LogStore, RaftWriteBatch, StoreError};
+use super::transport::Transport;
 use super::{Clock, FatalHandler, logger};
-use crate::ids::GroupId;
+use crate::ids::{GroupId, NodeId, PeerId};
 use crate::limits;
+
+/// Index and term at which a new group's log starts (TiKV's trick): a replica added
+/// later has an empty log, so the leader must send it a snapshot, which carries the
+/// plugin and the configuration, instead of entries it cannot place.
+pub const INIT_INDEX: u64 = 5;
+pub const INIT_TERM: u64 = 5;
 
 pub struct StoreLoop {
     pub(super) peers: HashMap<GroupId, (Peer, Arc<Mailbox>)>,
@@ -37,6 +48,10 @@ pub struct StoreLoop {
     pub(super) apply_tx: Sender<ApplyTask>,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) fatal: FatalHandler,
+    pub(super) node: NodeId,
+    pub(super) transport: Arc<dyn Transport>,
+    pub(super) snap_worker: SnapWorker,
+    pub(super) leaders: Arc<LeaderBoard>,
 }
 
 impl StoreLoop {
@@ -98,11 +113,12 @@ impl StoreLoop {
                 false
             }
             StoreMsg::RaftForUnknown { group, msg } => {
-                tracing::debug!(
-                    group = group.0,
-                    from = msg.from,
-                    "message for an unknown group dropped"
-                );
+                if self.maybe_create_peer(group, &msg)
+                    && let Some((_, mailbox)) = self.peers.get(&group)
+                {
+                    mailbox.send_local(PeerMsg::Raft(msg));
+                    scheduled.push(group);
+                }
                 false
             }
             StoreMsg::Shutdown => {
@@ -132,8 +148,13 @@ impl StoreLoop {
                 self.router.notify(group);
             }
             peer.on_applied();
+            if peer.is_removed() {
+                let tombstone = peer.peer.0;
+                self.destroy(group, None, Some(tombstone));
+                continue;
+            }
             if let Some(reply) = peer.handle(msgs, now_ms) {
-                self.destroy(group, reply);
+                self.destroy(group, Some(reply), None);
                 continue;
             }
             active.push(group);
@@ -157,6 +178,7 @@ impl StoreLoop {
                 readies.push((group, rd));
             }
         }
+        self.flush_outboxes(&readies);
         if !batch.is_empty() {
             self.log.persist_round(batch)?;
         }
@@ -178,22 +200,112 @@ impl StoreLoop {
                 self.router.notify(group);
             }
         }
+        self.flush_outboxes(&[]);
         Ok(())
     }
 
+    /// Hands every peer's queued messages to the transport in one call.
+    fn flush_outboxes(&mut self, _readies: &[(GroupId, raft::Ready)]) {
+        let mut out = Vec::new();
+        for (peer, _) in self.peers.values_mut() {
+            if !peer.outbox.is_empty() {
+                out.append(&mut peer.outbox);
+            }
+        }
+        if !out.is_empty() {
+            self.transport.send(out);
+        }
+    }
+
+    /// A message for a group this node has no peer of creates an uninitialized peer
+    /// when it comes from a leader (append, heartbeat, snapshot) to a peer id that
+    /// names this node and was never removed here. Returns true if the peer exists now.
+    fn maybe_create_peer(&mut self, group: GroupId, msg: &raft::eraftpb::Message) -> bool {
+        if self.peers.contains_key(&group) {
+            return true;
+        }
+        let to = PeerId(msg.to);
+        let from_leader = matches!(
+            msg.get_msg_type(),
+            MessageType::MsgAppend | MessageType::MsgHeartbeat | MessageType::MsgSnapshot
+        );
+        if !from_leader || to.node() != self.node || group.0 == 0 && msg.to == 0 {
+            tracing::debug!(
+                group = group.0,
+                to = msg.to,
+                "message for an unknown group dropped"
+            );
+            return false;
+        }
+        match self.log.tombstone(group) {
+            Ok(Some(t)) if t >= to.0 => {
+                tracing::debug!(
+                    group = group.0,
+                    to = to.0,
+                    "message to a removed peer dropped"
+                );
+                return false;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                (self.fatal)(&format!("reading the tombstone of group {group}: {e}"));
+                return false;
+            }
+        }
+        let spec = PeerSpec {
+            group,
+            peer: to,
+            voters: Vec::new(),
+            plugin: crate::ids::PluginDigest([0; 32]),
+            campaign: false,
+        };
+        match self.start_peer(spec) {
+            Ok(()) => {
+                tracing::info!(
+                    group = group.0,
+                    peer = to.0,
+                    "created an uninitialized replica for a leader's message"
+                );
+                true
+            }
+            Err(e) => {
+                tracing::warn!(group = group.0, peer = to.0, "cannot create a replica: {e}");
+                false
+            }
+        }
+    }
+
+    /// Removes a peer: at once from the loop and the router, and its data through the
+    /// apply loop (after everything queued before it). `tombstone` marks a peer removed
+    /// by a membership change, so stray messages never recreate it.
     fn destroy(
         &mut self,
         group: GroupId,
-        reply: tokio::sync::oneshot::Sender<Result<(), RaftError>>,
+        reply: Option<tokio::sync::oneshot::Sender<Result<(), RaftError>>>,
+        tombstone: Option<u64>,
     ) {
         if let Some((mut peer, _)) = self.peers.remove(&group) {
             peer.fail_all(&RaftError::GroupNotFound(group));
             peer.shared.mark_destroyed();
+            tracing::info!(
+                group = group.0,
+                peer = peer.peer.0,
+                removed = tombstone.is_some(),
+                "replica destroyed"
+            );
         }
+        self.leaders.remove(group);
         self.router.remove(group);
         self.router.destroying(group);
-        if let Err(e) = self.apply_tx.send(ApplyTask::Destroy { group, reply })
-            && let ApplyTask::Destroy { reply, .. } = e.0
+        let task = ApplyTask::Destroy {
+            group,
+            reply,
+            tombstone,
+        };
+        if let Err(e) = self.apply_tx.send(task)
+            && let ApplyTask::Destroy {
+                reply: Some(reply), ..
+            } = e.0
         {
             let _ = reply.send(Err(RaftError::Stopped));
         }
@@ -212,54 +324,67 @@ impl StoreLoop {
                 retry_after_ms: limits::TICK_INTERVAL_MS,
             });
         }
-        let storage_err = |e: StoreError| {
-            (self.fatal)(&format!("starting group {group}: {e}"));
+        let fatal = self.fatal.clone();
+        let storage_err = move |e: StoreError| {
+            (fatal)(&format!("starting group {group}: {e}"));
             RaftError::Stopped
         };
-        let mut raft_state = match self.log.raft_state(group).map_err(storage_err)? {
+        if let Some(t) = self.log.tombstone(group).map_err(storage_err.clone())?
+            && t >= spec.peer.0
+        {
+            return Err(RaftError::Invalid(format!(
+                "peer {} of group {group} was removed from this node",
+                spec.peer
+            )));
+        }
+        let mut raft_state = match self.log.raft_state(group).map_err(storage_err.clone())? {
             Some(s) => s,
-            None => {
-                let cs = ConfState {
-                    voters: spec.voters.iter().map(|p| p.0).collect(),
-                    ..Default::default()
-                };
-                self.log
-                    .persist_round(RaftWriteBatch {
-                        groups: vec![GroupRaftWrite {
-                            group,
-                            hard_state: Some(HardState::default()),
-                            conf_state: Some(cs.clone()),
-                            ..Default::default()
-                        }],
-                    })
-                    .map_err(storage_err)?;
-                super::traits::PersistedRaftState {
-                    conf_state: cs,
-                    ..Default::default()
-                }
-            }
+            None => self.bootstrap(&spec).map_err(storage_err.clone())?,
         };
-        let apply_state = match self.apply_store.apply_state(group).map_err(storage_err)? {
+        if let Some((index, term)) = raft_state.pending_snapshot {
+            // A crash interrupted loading a snapshot: finish it from the same file.
+            tracing::info!(
+                group = group.0,
+                index,
+                "finishing an interrupted snapshot install"
+            );
+            self.apply_store
+                .install_snapshot(group, index, term)
+                .map_err(storage_err.clone())?;
+            raft_state.pending_snapshot = None;
+        }
+        if let Some(cs) = self
+            .apply_store
+            .conf_state(group)
+            .map_err(storage_err.clone())?
+        {
+            raft_state.conf_state = cs;
+        }
+        let initialized = !raft_state.conf_state.voters.is_empty();
+        let apply_state = match self
+            .apply_store
+            .apply_state(group)
+            .map_err(storage_err.clone())?
+        {
             Some(s) => s,
-            None => {
-                let s = ApplyState {
-                    applied_index: raft_state.truncated.0,
-                    applied_term: raft_state.truncated.1,
-                    applied_timestamp_ms: 0,
-                    plugin: spec.plugin,
-                };
-                self.apply_store
-                    .commit_apply(group, Default::default(), s)
-                    .map_err(storage_err)?;
-                s
-            }
+            None => ApplyState {
+                applied_index: raft_state.truncated.0,
+                applied_term: raft_state.truncated.1,
+                applied_timestamp_ms: 0,
+                plugin: spec.plugin,
+            },
         };
         // Applied entries were committed, even if the commit index on disk lags.
         if raft_state.hard_state.commit < apply_state.applied_index {
             raft_state.hard_state.commit = apply_state.applied_index;
         }
         let voters = raft_state.conf_state.voters.clone();
-        let storage = PeerStorage::new(group, self.log.clone(), raft_state);
+        let storage = PeerStorage::new(
+            group,
+            self.log.clone(),
+            raft_state,
+            self.snap_worker.clone(),
+        );
         let config = raft::Config {
             id: spec.peer.0,
             election_tick: limits::ELECTION_TICKS,
@@ -274,14 +399,64 @@ impl StoreLoop {
         };
         let mut raw = RawNode::new(&config, storage, &logger::raft_logger(group.0))
             .map_err(|e| RaftError::Invalid(format!("cannot start raft for group {group}: {e}")))?;
-        if voters == [spec.peer.0] {
+        if initialized && (voters == [spec.peer.0] || spec.campaign) {
             raw.campaign()
                 .map_err(|e| RaftError::Invalid(format!("campaign failed: {e}")))?;
         }
         let shared = Arc::new(GroupShared::new(apply_state));
         let mailbox = self.router.register(group, shared.clone())?;
-        let peer = Peer::new(group, spec.peer, raw, shared);
+        let peer = Peer::new(group, spec.peer, raw, shared, self.leaders.clone());
         self.peers.insert(group, (peer, mailbox));
         Ok(())
+    }
+
+    /// Writes the first raft state of a peer. A peer with initial voters starts with a
+    /// log truncated at [`INIT_INDEX`] and an apply state there; one without (added to a
+    /// running group) stores only an empty hard state, as raft-rs requires.
+    fn bootstrap(&self, spec: &PeerSpec) -> Result<super::traits::PersistedRaftState, StoreError> {
+        let group = spec.group;
+        if spec.voters.is_empty() {
+            self.log.persist_round(RaftWriteBatch {
+                groups: vec![GroupRaftWrite {
+                    group,
+                    hard_state: Some(HardState::default()),
+                    ..Default::default()
+                }],
+            })?;
+            return Ok(super::traits::PersistedRaftState::default());
+        }
+        let cs = ConfState {
+            voters: spec.voters.iter().map(|p| p.0).collect(),
+            ..Default::default()
+        };
+        let hs = HardState {
+            term: INIT_TERM,
+            commit: INIT_INDEX,
+            ..Default::default()
+        };
+        let state = ApplyState {
+            applied_index: INIT_INDEX,
+            applied_term: INIT_TERM,
+            applied_timestamp_ms: 0,
+            plugin: spec.plugin,
+        };
+        self.apply_store
+            .commit_apply(group, Default::default(), state, Some(&cs))?;
+        self.log.persist_round(RaftWriteBatch {
+            groups: vec![GroupRaftWrite {
+                group,
+                hard_state: Some(hs.clone()),
+                conf_state: Some(cs.clone()),
+                compact_to: Some((INIT_INDEX, INIT_TERM)),
+                ..Default::default()
+            }],
+        })?;
+        Ok(super::traits::PersistedRaftState {
+            hard_state: hs,
+            conf_state: cs,
+            truncated: (INIT_INDEX, INIT_TERM),
+            last_index: INIT_INDEX,
+            pending_snapshot: None,
+        })
     }
 }

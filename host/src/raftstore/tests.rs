@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::fsm::{CommandOutcome, EntryContext, FsmError, KvView, QueryContext, StateMachineHost};
 use super::{PeerSpec, RaftError, RaftStore, ReadKind, StoreDeps, SystemClock};
-use crate::ids::{GroupId, PeerId, PluginDigest};
+use crate::ids::{GroupId, NodeId, PeerId, PluginDigest};
 use crate::storage::mem::MemStore;
 
 /// Adds the decimal number in each command to key "n"; "fail" is rejected.
@@ -61,6 +61,8 @@ fn start(mem: &Arc<MemStore>) -> (RaftStore, super::StoreThreads) {
         fsm: Arc::new(Adder),
         clock: Arc::new(SystemClock),
         fatal: Arc::new(|why: &str| panic!("fatal: {why}")),
+        node: NodeId(1),
+        transport: Arc::new(super::transport::NoTransport),
     })
     .expect("threads start")
 }
@@ -71,6 +73,7 @@ fn spec(g: u64) -> PeerSpec {
         peer: PeerId(g),
         voters: vec![PeerId(g)],
         plugin: PluginDigest::of(b"adder"),
+        campaign: false,
     }
 }
 
@@ -184,6 +187,8 @@ async fn log_compaction_on_fjall_survives_restart() {
             fsm: Arc::new(Adder),
             clock: Arc::new(SystemClock),
             fatal: Arc::new(|why: &str| panic!("fatal: {why}")),
+            node: NodeId(1),
+            transport: Arc::new(super::transport::NoTransport),
         })
         .expect("threads start")
     };
@@ -217,4 +222,219 @@ async fn log_compaction_on_fjall_survives_restart() {
     tokio::task::spawn_blocking(move || threads.join())
         .await
         .expect("join");
+}
+
+/// Delivers raft messages between in-process nodes; a node can be cut off.
+#[derive(Default)]
+struct LocalNet {
+    nodes: parking_lot::RwLock<std::collections::HashMap<NodeId, RaftStore>>,
+    down: parking_lot::RwLock<std::collections::HashSet<NodeId>>,
+}
+
+struct LocalTransport {
+    from: NodeId,
+    net: Arc<LocalNet>,
+}
+
+impl super::transport::Transport for LocalTransport {
+    fn send(&self, msgs: Vec<super::transport::OutMessage>) {
+        let down = self.net.down.read();
+        if down.contains(&self.from) {
+            return;
+        }
+        let nodes = self.net.nodes.read();
+        for m in msgs {
+            if down.contains(&m.to_node) {
+                continue;
+            }
+            let snapshot = m.msg.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot;
+            let (group, to) = (m.group, PeerId(m.msg.to));
+            if let Some(n) = nodes.get(&m.to_node) {
+                let delivered = n.step(group, m.msg).is_ok();
+                if snapshot && let Some(me) = nodes.get(&self.from) {
+                    me.report_snapshot(group, to, delivered);
+                }
+            }
+        }
+    }
+}
+
+fn start_node(
+    id: u64,
+    mem: &Arc<MemStore>,
+    net: &Arc<LocalNet>,
+) -> (RaftStore, super::StoreThreads) {
+    let (store, threads) = RaftStore::start(StoreDeps {
+        log: mem.clone(),
+        apply: mem.clone(),
+        fsm: Arc::new(Adder),
+        clock: Arc::new(SystemClock),
+        fatal: Arc::new(|why: &str| panic!("fatal: {why}")),
+        node: NodeId(id),
+        transport: Arc::new(LocalTransport {
+            from: NodeId(id),
+            net: net.clone(),
+        }),
+    })
+    .expect("threads start");
+    net.nodes.write().insert(NodeId(id), store.clone());
+    (store, threads)
+}
+
+async fn leader_of(nodes: &[&RaftStore], g: GroupId) -> RaftStore {
+    for _ in 0..200 {
+        for n in nodes {
+            if let Ok(st) = n.status(g).await
+                && st.role == "Leader"
+            {
+                return (*n).clone();
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no leader for group {g}");
+}
+
+async fn propose_until_ok(nodes: &[&RaftStore], g: GroupId, cmd: &[u8]) -> u64 {
+    for _ in 0..100 {
+        let leader = leader_of(nodes, g).await;
+        if let Ok(p) = leader.propose(g, cmd.to_vec(), String::new()).await {
+            return p.index;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("proposal never applied");
+}
+
+async fn applied_value(store: &RaftStore, g: GroupId, min_index: u64) -> i64 {
+    for _ in 0..200 {
+        if store
+            .applied(g)
+            .is_some_and(|s| s.applied_index >= min_index)
+        {
+            let (out, _) = store.query(g, b"").expect("query");
+            return String::from_utf8(out)
+                .expect("utf8")
+                .parse()
+                .expect("number");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!(
+        "replica on node {} never reached index {min_index}: {:?}",
+        store.node(),
+        store.applied(g)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_replicate_fail_over_and_catch_up_by_snapshot() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
+    let exchange: crate::storage::mem::SnapExchange = Default::default();
+    let net = Arc::new(LocalNet::default());
+    let mems: Vec<Arc<MemStore>> = (0..4)
+        .map(|_| Arc::new(MemStore::with_exchange(exchange.clone())))
+        .collect();
+    let (n1, t1) = start_node(1, &mems[0], &net);
+    let (n2, t2) = start_node(2, &mems[1], &net);
+    let (n3, t3) = start_node(3, &mems[2], &net);
+    let g = GroupId(7);
+    let peers: Vec<PeerId> = (1..=3).map(|n| PeerId::compose(1, NodeId(n))).collect();
+    for (i, n) in [&n1, &n2, &n3].into_iter().enumerate() {
+        n.start_peer(PeerSpec {
+            group: g,
+            peer: peers[i],
+            voters: peers.clone(),
+            plugin: PluginDigest::of(b"adder"),
+            campaign: i == 0,
+        })
+        .await
+        .expect("start");
+    }
+    let all = [&n1, &n2, &n3];
+    let mut last = 0;
+    for _ in 0..20 {
+        last = propose_until_ok(&all, g, b"1").await;
+    }
+    for n in all {
+        assert_eq!(applied_value(n, g, last).await, 20);
+    }
+    // Cut the leader off: the other two elect a new one and keep serving.
+    let old = leader_of(&all, g).await;
+    net.down.write().insert(old.node());
+    let rest: Vec<&RaftStore> = all
+        .iter()
+        .copied()
+        .filter(|n| n.node() != old.node())
+        .collect();
+    for _ in 0..10 {
+        last = propose_until_ok(&rest, g, b"1").await;
+    }
+    assert_eq!(applied_value(rest[0], g, last).await, 30);
+    // Enough writes that the log is compacted past where the cut-off node stopped.
+    for _ in 0..(3 * crate::limits::LOG_RETAIN_ENTRIES) {
+        last = propose_until_ok(&rest, g, b"1").await;
+    }
+    let first = leader_of(&rest, g)
+        .await
+        .status(g)
+        .await
+        .expect("status")
+        .first_index;
+    assert!(first > 40, "log not compacted: first index {first}");
+    net.down.write().clear();
+    let total = 30 + 3 * crate::limits::LOG_RETAIN_ENTRIES as i64;
+    assert_eq!(applied_value(&old, g, last).await, total);
+    // Membership: a fourth node joins (uninitialized, via snapshot) and an old voter leaves.
+    let (n4, t4) = start_node(4, &mems[3], &net);
+    let p4 = PeerId::compose(2, NodeId(4));
+    let leader = leader_of(&all, g).await;
+    leader
+        .change_peers(g, vec![super::PeerChange::AddLearner(p4)])
+        .await
+        .expect("add learner");
+    leader
+        .change_peers(g, vec![super::PeerChange::AddVoter(p4)])
+        .await
+        .expect("promote");
+    last = propose_until_ok(&all, g, b"1").await;
+    assert_eq!(applied_value(&n4, g, last).await, total + 1);
+    let victim = all
+        .iter()
+        .find(|n| n.node() != leader.node())
+        .copied()
+        .expect("a follower");
+    let victim_peer = PeerId::compose(1, victim.node());
+    leader
+        .change_peers(g, vec![super::PeerChange::Remove(victim_peer)])
+        .await
+        .expect("remove");
+    last = propose_until_ok(&[&n1, &n2, &n3, &n4], g, b"1").await;
+    assert_eq!(applied_value(&n4, g, last).await, total + 2);
+    for _ in 0..100 {
+        if victim.applied(g).is_none() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        victim.applied(g).is_none(),
+        "the removed replica still exists"
+    );
+    let st = leader_of(&[&n1, &n2, &n3, &n4], g)
+        .await
+        .status(g)
+        .await
+        .expect("status");
+    assert_eq!(st.voters.len(), 3);
+    assert!(!st.voters.contains(&victim_peer.0));
+    for n in [&n1, &n2, &n3, &n4] {
+        n.shutdown();
+    }
+    for t in [t1, t2, t3, t4] {
+        t.join();
+    }
 }

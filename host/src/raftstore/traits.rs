@@ -28,6 +28,10 @@ pub struct GroupRaftWrite {
     /// The truncated index before this write: entries after it up to `compact_to` are
     /// the ones to remove (no scan over earlier, already removed keys).
     pub previous_truncated: u64,
+    /// A snapshot at `(index, term)` is being installed: remove the whole log, record
+    /// `(index, term)` as truncated, and leave a marker that the apply side has yet to
+    /// load the snapshot's data (a restart redoes that from the received file).
+    pub snapshot: Option<(u64, u64)>,
 }
 
 /// Everything a persistence round writes, for every group with work.
@@ -51,6 +55,18 @@ pub struct PersistedRaftState {
     pub truncated: (u64, u64),
     /// Index of the last stored entry (== truncated.0 if the log is empty).
     pub last_index: u64,
+    /// A snapshot whose data has not been loaded into the apply side yet.
+    pub pending_snapshot: Option<(u64, u64)>,
+}
+
+/// A snapshot written to a file by [`ApplyStore::generate_snapshot`].
+#[derive(Clone, Debug)]
+pub struct SnapshotInfo {
+    /// The apply state the snapshot captures (its index and term are the snapshot's).
+    pub state: ApplyState,
+    /// The group's configuration at that index.
+    pub conf_state: ConfState,
+    pub file_size_bytes: u64,
 }
 
 /// The applied state of a group, committed atomically with the state changes of the
@@ -82,6 +98,10 @@ pub trait LogStore: Send + Sync + 'static {
 
     /// The raft state of `group`, or `None` if the group has none on disk.
     fn raft_state(&self, group: GroupId) -> Result<Option<PersistedRaftState>, StoreError>;
+
+    /// The highest peer id of `group` that was removed from this node: messages to it
+    /// (or to an older peer) must not bring the group back.
+    fn tombstone(&self, group: GroupId) -> Result<Option<u64>, StoreError>;
 }
 
 /// A point-in-time view of committed state: KV data and apply state agree, so a query
@@ -95,19 +115,40 @@ pub trait ApplyStore: KvReader {
     /// A consistent view of everything committed so far.
     fn read_snapshot(&self) -> std::sync::Arc<dyn ReadSnapshot>;
 
-    /// Commits `writes` and `state` for `group` in one atomic batch (not synced: the raft
-    /// log is durable, so a crash only rolls the group back to an earlier applied index
-    /// together with its state).
+    /// Commits `writes`, `state` and (after a membership change) the group's new
+    /// configuration for `group` in one atomic batch (not synced: the raft log is
+    /// durable, so a crash only rolls the group back to an earlier applied index together
+    /// with its state and configuration).
     fn commit_apply(
         &self,
         group: GroupId,
         writes: WriteSet,
         state: ApplyState,
+        conf: Option<&ConfState>,
     ) -> Result<(), StoreError>;
 
     /// The apply state of `group`.
     fn apply_state(&self, group: GroupId) -> Result<Option<ApplyState>, StoreError>;
 
-    /// Removes every trace of `group`: log, raft state, apply state and KV data.
-    fn destroy_group(&self, group: GroupId) -> Result<(), StoreError>;
+    /// The configuration committed with the apply state, if a membership change or a
+    /// snapshot ever set one (otherwise the raft state's initial one holds).
+    fn conf_state(&self, group: GroupId) -> Result<Option<ConfState>, StoreError>;
+
+    /// Removes every trace of `group`: log, raft state, apply state and KV data. With
+    /// `tombstone`, remembers that this peer was removed, so it is never recreated.
+    fn destroy_group(&self, group: GroupId, tombstone: Option<u64>) -> Result<(), StoreError>;
+
+    /// Writes the group's applied state (KV data, apply state, configuration) to a
+    /// snapshot file, from one consistent point in time. Runs off the raft loop.
+    fn generate_snapshot(&self, group: GroupId) -> Result<SnapshotInfo, StoreError>;
+
+    /// Loads a received snapshot at `(index, term)` into the group: replaces its KV data,
+    /// apply state and configuration, then clears the pending-snapshot marker. Safe to
+    /// redo after a crash. Fails (fatally) if the file is missing or corrupt.
+    fn install_snapshot(
+        &self,
+        group: GroupId,
+        index: u64,
+        term: u64,
+    ) -> Result<SnapshotInfo, StoreError>;
 }

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use fjall::Readable as _;
 
 use crate::raftstore::fsm::{KvPairs, KvReader, WriteSet};
-use crate::raftstore::traits::{ApplyState, ApplyStore, ReadSnapshot, StoreError};
+use crate::raftstore::traits::{ApplyState, ApplyStore, ReadSnapshot, SnapshotInfo, StoreError};
+use raft::eraftpb::ConfState;
 
 const APPLY_STATE_LEN: usize = 8 * 3 + 32;
 
@@ -110,7 +111,11 @@ impl ReadSnapshot for StoreSnapshot {
 }
 
 /// The `kv` keyspace range of `group`'s user keys in `[start, end)`.
-fn kv_range(group: GroupId, start: &[u8], end: Option<&[u8]>) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+pub(super) fn kv_range(
+    group: GroupId,
+    start: &[u8],
+    end: Option<&[u8]>,
+) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
     let hi = match (end, keys::group_end(group)) {
         (Some(e), _) => Bound::Excluded(keys::kv_key(group, e)),
         (None, Some(g)) => Bound::Excluded(g.to_vec()),
@@ -142,8 +147,13 @@ impl ApplyStore for Store {
         group: GroupId,
         writes: WriteSet,
         state: ApplyState,
+        conf: Option<&ConfState>,
     ) -> Result<(), StoreError> {
         let mut batch = self.db.batch();
+        if let Some(cs) = conf {
+            let bytes = protobuf::Message::write_to_bytes(cs).map_err(err)?;
+            batch.insert(&self.apply_state, keys::conf_key(group), bytes);
+        }
         for (k, v) in writes {
             let key = keys::kv_key(group, &k);
             match v {
@@ -169,21 +179,52 @@ impl ApplyStore for Store {
         stored_apply_state(group, stored.as_deref())
     }
 
-    fn destroy_group(&self, group: GroupId) -> Result<(), StoreError> {
+    fn conf_state(&self, group: GroupId) -> Result<Option<ConfState>, StoreError> {
+        self.apply_state
+            .get(keys::conf_key(group))
+            .map_err(err)?
+            .map(|b| {
+                <ConfState as protobuf::Message>::parse_from_bytes(&b)
+                    .map_err(|e| StoreError(format!("corrupt conf state of group {group}: {e}")))
+            })
+            .transpose()
+    }
+
+    fn destroy_group(&self, group: GroupId, tombstone: Option<u64>) -> Result<(), StoreError> {
         let mut batch = self
             .db
             .batch()
             .durability(Some(fjall::PersistMode::SyncData));
         let start = keys::group_prefix(group);
         let end = keys::group_end(group);
-        for ks in [&self.raft_log, &self.raft_state, &self.kv] {
+        for ks in [
+            &self.raft_log,
+            &self.raft_state,
+            &self.kv,
+            &self.apply_state,
+        ] {
             self.remove_range(&mut batch, ks, &start, end.as_ref().map(|e| e.as_slice()))?;
         }
-        batch.remove(&self.apply_state, start.to_vec());
         batch.remove(&self.meta, keys::group_meta_key(group));
+        if let Some(peer) = tombstone {
+            batch.insert(&self.meta, keys::tombstone_key(group), peer.to_be_bytes());
+        }
         batch
             .commit()
             .map_err(|e| StoreError(format!("cannot destroy group {group}: {e}")))
+    }
+
+    fn generate_snapshot(&self, group: GroupId) -> Result<SnapshotInfo, StoreError> {
+        super::snapshot::generate(self, group)
+    }
+
+    fn install_snapshot(
+        &self,
+        group: GroupId,
+        index: u64,
+        term: u64,
+    ) -> Result<SnapshotInfo, StoreError> {
+        super::snapshot::install(self, group, index, term)
     }
 }
 
@@ -205,17 +246,17 @@ mod tests {
             applied_timestamp_ms: 99,
             plugin: d,
         };
-        store.commit_apply(GroupId(1), w, state)?;
+        store.commit_apply(GroupId(1), w, state, None)?;
         let mut other = WriteSet::new();
         other.insert(b"a".to_vec(), Some(b"x".to_vec()));
-        store.commit_apply(GroupId(2), other, state)?;
+        store.commit_apply(GroupId(2), other, state, None)?;
         assert_eq!(store.apply_state(GroupId(1))?, Some(state));
         let pairs = KvReader::scan(&store, GroupId(1), b"", None, 10).map_err(err)?;
         assert_eq!(pairs.len(), 2);
         assert_eq!(pairs[0], (b"a".to_vec(), b"1".to_vec()));
         let mut del = WriteSet::new();
         del.insert(b"a".to_vec(), None);
-        store.commit_apply(GroupId(1), del, state)?;
+        store.commit_apply(GroupId(1), del, state, None)?;
         assert_eq!(KvReader::get(&store, GroupId(1), b"a").map_err(err)?, None);
         // A snapshot keeps seeing the state it was taken at.
         let snap = store.read_snapshot();
@@ -225,7 +266,7 @@ mod tests {
             applied_index: 8,
             ..state
         };
-        store.commit_apply(GroupId(1), later, next)?;
+        store.commit_apply(GroupId(1), later, next, None)?;
         assert_eq!(
             snap.get(GroupId(1), b"b").map_err(err)?,
             Some(b"2".to_vec())
@@ -238,7 +279,7 @@ mod tests {
             store.read_snapshot().get(GroupId(1), b"b").map_err(err)?,
             Some(b"changed".to_vec())
         );
-        store.destroy_group(GroupId(1))?;
+        store.destroy_group(GroupId(1), None)?;
         assert_eq!(store.apply_state(GroupId(1))?, None);
         assert_eq!(
             KvReader::scan(&store, GroupId(1), b"", None, 10)

@@ -4,16 +4,31 @@
 //! |---------------|----------------------------------|-------------------------------|
 //! | `raft_log`    | group u64 · index u64            | eraftpb `Entry` (protobuf)    |
 //! | `raft_state`  | group u64 · tag u8               | hard state / conf state / truncated |
-//! | `apply_state` | group u64                        | [`crate::storage::apply`] record |
+//! | `apply_state` | group u64 (· 2 for the conf state) | [`crate::storage::apply`] record / eraftpb `ConfState` |
 //! | `kv`          | group u64 · user key             | user value                    |
 //! | `plugins`     | sha256 digest (32 bytes)         | the plugin's uploaded bytes   |
-//! | `meta`        | text path (`plugin/…`, `group/…`) | JSON record                  |
+//! | `meta`        | text path (`plugin/…`, `group/…`, `tombstone/…`) | JSON record / peer id |
 
 use crate::ids::GroupId;
 
 pub const TAG_HARD_STATE: u8 = 1;
 pub const TAG_CONF_STATE: u8 = 2;
 pub const TAG_TRUNCATED: u8 = 3;
+/// A snapshot whose data the apply side has not loaded yet: index · term.
+pub const TAG_PENDING_SNAPSHOT: u8 = 4;
+
+/// The `apply_state` key of a group's configuration (next to its apply state record).
+pub fn conf_key(group: GroupId) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[..8].copy_from_slice(&group.0.to_be_bytes());
+    k[8] = 2;
+    k
+}
+
+/// The `meta` key remembering the highest removed peer of a group on this node.
+pub fn tombstone_key(group: GroupId) -> String {
+    format!("tombstone/{:020}", group.0)
+}
 
 pub fn group_prefix(group: GroupId) -> [u8; 8] {
     group.0.to_be_bytes()

@@ -12,7 +12,8 @@ use raft::eraftpb::{ConfState, Entry, HardState};
 use crate::ids::GroupId;
 use crate::raftstore::fsm::{KvPairs, KvReader, WriteSet};
 use crate::raftstore::traits::{
-    ApplyState, ApplyStore, LogStore, PersistedRaftState, RaftWriteBatch, ReadSnapshot, StoreError,
+    ApplyState, ApplyStore, LogStore, PersistedRaftState, RaftWriteBatch, ReadSnapshot,
+    SnapshotInfo, StoreError,
 };
 
 #[derive(Clone, Default)]
@@ -22,14 +23,31 @@ struct Data {
     conf_state: BTreeMap<u64, ConfState>,
     truncated: BTreeMap<u64, (u64, u64)>,
     apply: BTreeMap<u64, ApplyState>,
+    applied_conf: BTreeMap<u64, ConfState>,
+    pending_snapshot: BTreeMap<u64, (u64, u64)>,
+    tombstones: BTreeMap<u64, u64>,
     kv: BTreeMap<(u64, Vec<u8>), Vec<u8>>,
 }
+
+/// A snapshot held in memory: what a snapshot file would contain.
+#[derive(Clone, Debug)]
+pub struct MemSnap {
+    pub state: ApplyState,
+    pub conf: ConfState,
+    pub pairs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Where the in-memory stores of a simulated cluster leave generated snapshots and find
+/// received ones (the simulated transport's stand-in for snapshot files), by
+/// `(group, index, term)`.
+pub type SnapExchange = Arc<Mutex<std::collections::HashMap<(u64, u64, u64), MemSnap>>>;
 
 /// Everything in memory. `synced` is what a crash keeps.
 #[derive(Default)]
 pub struct MemStore {
     live: Mutex<Data>,
     synced: Mutex<Data>,
+    snaps: SnapExchange,
 }
 
 impl std::fmt::Debug for MemStore {
@@ -39,6 +57,14 @@ impl std::fmt::Debug for MemStore {
 }
 
 impl MemStore {
+    /// A store that shares its snapshots with the other stores of a simulation.
+    pub fn with_exchange(snaps: SnapExchange) -> Self {
+        Self {
+            snaps,
+            ..Self::default()
+        }
+    }
+
     /// Drops every write that was not synced, as a power loss would.
     pub fn crash(&self) {
         let synced = self.synced.lock().clone();
@@ -57,6 +83,11 @@ impl LogStore for MemStore {
             let mut d = self.live.lock();
             for w in batch.groups {
                 let g = w.group.0;
+                if let Some((index, term)) = w.snapshot {
+                    d.log.retain(|(lg, _), _| *lg != g);
+                    d.truncated.insert(g, (index, term));
+                    d.pending_snapshot.insert(g, (index, term));
+                }
                 if let Some(first) = w.entries.first() {
                     let new_last = first.index + w.entries.len() as u64 - 1;
                     for i in new_last + 1..=w.previous_last_index {
@@ -127,7 +158,12 @@ impl LogStore for MemStore {
             conf_state: d.conf_state.get(&g).cloned().unwrap_or_default(),
             truncated,
             last_index,
+            pending_snapshot: d.pending_snapshot.get(&g).copied(),
         }))
+    }
+
+    fn tombstone(&self, group: GroupId) -> Result<Option<u64>, StoreError> {
+        Ok(self.live.lock().tombstones.get(&group.0).copied())
     }
 }
 
@@ -190,8 +226,12 @@ impl ApplyStore for MemStore {
         group: GroupId,
         writes: WriteSet,
         state: ApplyState,
+        conf: Option<&ConfState>,
     ) -> Result<(), StoreError> {
         let mut d = self.live.lock();
+        if let Some(cs) = conf {
+            d.applied_conf.insert(group.0, cs.clone());
+        }
         for (k, v) in writes {
             match v {
                 Some(v) => d.kv.insert((group.0, k), v),
@@ -206,10 +246,85 @@ impl ApplyStore for MemStore {
         Ok(self.live.lock().apply.get(&group.0).copied())
     }
 
-    fn destroy_group(&self, group: GroupId) -> Result<(), StoreError> {
+    fn conf_state(&self, group: GroupId) -> Result<Option<ConfState>, StoreError> {
+        Ok(self.live.lock().applied_conf.get(&group.0).cloned())
+    }
+
+    fn generate_snapshot(&self, group: GroupId) -> Result<SnapshotInfo, StoreError> {
+        let d = self.live.lock();
+        let g = group.0;
+        let state = *d
+            .apply
+            .get(&g)
+            .ok_or_else(|| StoreError(format!("group {group} has no apply state to snapshot")))?;
+        let conf = d
+            .applied_conf
+            .get(&g)
+            .or_else(|| d.conf_state.get(&g))
+            .cloned()
+            .unwrap_or_default();
+        let pairs = scan_data(&d, group, b"", None, usize::MAX);
+        let size = pairs.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
+        self.snaps.lock().insert(
+            (g, state.applied_index, state.applied_term),
+            MemSnap {
+                state,
+                conf: conf.clone(),
+                pairs,
+            },
+        );
+        Ok(SnapshotInfo {
+            state,
+            conf_state: conf,
+            file_size_bytes: size,
+        })
+    }
+
+    fn install_snapshot(
+        &self,
+        group: GroupId,
+        index: u64,
+        term: u64,
+    ) -> Result<SnapshotInfo, StoreError> {
+        let g = group.0;
+        let snap = self
+            .snaps
+            .lock()
+            .get(&(g, index, term))
+            .cloned()
+            .ok_or_else(|| StoreError(format!("no snapshot of group {group} at {index}/{term}")))?;
+        {
+            let mut d = self.live.lock();
+            d.kv.retain(|(kg, _), _| *kg != g);
+            for (k, v) in &snap.pairs {
+                d.kv.insert((g, k.clone()), v.clone());
+            }
+            d.apply.insert(g, snap.state);
+            d.applied_conf.insert(g, snap.conf.clone());
+            d.pending_snapshot.remove(&g);
+        }
+        self.sync();
+        let size = snap
+            .pairs
+            .iter()
+            .map(|(k, v)| (k.len() + v.len()) as u64)
+            .sum();
+        Ok(SnapshotInfo {
+            state: snap.state,
+            conf_state: snap.conf,
+            file_size_bytes: size,
+        })
+    }
+
+    fn destroy_group(&self, group: GroupId, tombstone: Option<u64>) -> Result<(), StoreError> {
         let g = group.0;
         {
             let mut d = self.live.lock();
+            d.applied_conf.remove(&g);
+            d.pending_snapshot.remove(&g);
+            if let Some(p) = tombstone {
+                d.tombstones.insert(g, p);
+            }
             d.log.retain(|(lg, _), _| *lg != g);
             d.kv.retain(|(kg, _), _| *kg != g);
             d.hard_state.remove(&g);

@@ -12,6 +12,7 @@ pub mod mem;
 pub mod meta;
 pub mod raft_log;
 pub mod snapfile;
+mod snapshot;
 mod store;
 
 pub use store::Store;

@@ -10,11 +10,46 @@ use super::store::{Store, err};
 use crate::ids::GroupId;
 use crate::raftstore::traits::{LogStore, PersistedRaftState, RaftWriteBatch, StoreError};
 
+fn index_term(index: u64, term: u64) -> [u8; 16] {
+    let mut rec = [0u8; 16];
+    rec[..8].copy_from_slice(&index.to_be_bytes());
+    rec[8..].copy_from_slice(&term.to_be_bytes());
+    rec
+}
+
 impl LogStore for Store {
     fn persist_round(&self, round: RaftWriteBatch) -> Result<(), StoreError> {
         let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
         for w in round.groups {
             let g = w.group;
+            if let Some((index, term)) = w.snapshot {
+                // The snapshot replaces the whole log; keep only the entries this same
+                // write appends after it.
+                let new = w
+                    .entries
+                    .first()
+                    .map(|f| (f.index, f.index + w.entries.len() as u64));
+                let start = keys::log_key(g, 0).to_vec();
+                let end = keys::log_key(g, u64::MAX).to_vec();
+                for item in self.raft_log.range(start..end) {
+                    let key = item.key().map_err(err)?;
+                    let i = keys::log_key_index(&key).unwrap_or(0);
+                    if !new.is_some_and(|(lo, hi)| i >= lo && i < hi) {
+                        batch.remove(&self.raft_log, key);
+                    }
+                }
+                let rec = index_term(index, term);
+                batch.insert(
+                    &self.raft_state,
+                    keys::state_key(g, keys::TAG_TRUNCATED),
+                    rec,
+                );
+                batch.insert(
+                    &self.raft_state,
+                    keys::state_key(g, keys::TAG_PENDING_SNAPSHOT),
+                    rec,
+                );
+            }
             if let Some(first) = w.entries.first() {
                 // Remove a replaced suffix the new entries do not cover.
                 let new_last = first.index + w.entries.len() as u64 - 1;
@@ -43,9 +78,7 @@ impl LogStore for Store {
                 );
             }
             if let Some((index, term)) = w.compact_to {
-                let mut rec = [0u8; 16];
-                rec[..8].copy_from_slice(&index.to_be_bytes());
-                rec[8..].copy_from_slice(&term.to_be_bytes());
+                let rec = index_term(index, term);
                 batch.insert(
                     &self.raft_state,
                     keys::state_key(g, keys::TAG_TRUNCATED),
@@ -59,6 +92,17 @@ impl LogStore for Store {
         batch
             .commit()
             .map_err(|e| StoreError(format!("raft log write or fsync failed: {e}")))
+    }
+
+    fn tombstone(&self, group: GroupId) -> Result<Option<u64>, StoreError> {
+        let Some(v) = self.meta.get(keys::tombstone_key(group)).map_err(err)? else {
+            return Ok(None);
+        };
+        let b: [u8; 8] = v
+            .as_ref()
+            .try_into()
+            .map_err(|_| StoreError(format!("corrupt tombstone of group {group}")))?;
+        Ok(Some(u64::from_be_bytes(b)))
     }
 
     fn entries(
@@ -117,21 +161,22 @@ impl LogStore for Store {
             Some(b) => ConfState::parse_from_bytes(&b).map_err(err)?,
             None => ConfState::default(),
         };
-        let truncated = match get(keys::TAG_TRUNCATED)? {
-            Some(b) if b.len() == 16 => {
-                let (i, t) = b.split_at(8);
-                (
-                    u64::from_be_bytes(i.try_into().map_err(err)?),
-                    u64::from_be_bytes(t.try_into().map_err(err)?),
-                )
-            }
-            Some(_) => {
-                return Err(StoreError(format!(
-                    "corrupt truncated state of group {group}"
-                )));
-            }
-            None => (0, 0),
-        };
+        let decode =
+            |b: Option<fjall::Slice>, what: &str| -> Result<Option<(u64, u64)>, StoreError> {
+                match b {
+                    Some(b) if b.len() == 16 => {
+                        let (i, t) = b.split_at(8);
+                        Ok(Some((
+                            u64::from_be_bytes(i.try_into().map_err(err)?),
+                            u64::from_be_bytes(t.try_into().map_err(err)?),
+                        )))
+                    }
+                    Some(_) => Err(StoreError(format!("corrupt {what} of group {group}"))),
+                    None => Ok(None),
+                }
+            };
+        let truncated = decode(get(keys::TAG_TRUNCATED)?, "truncated state")?.unwrap_or((0, 0));
+        let pending_snapshot = decode(get(keys::TAG_PENDING_SNAPSHOT)?, "pending snapshot")?;
         let start = keys::log_key(group, 0).to_vec();
         let end = keys::log_key(group, u64::MAX).to_vec();
         let last_index = match self.raft_log.range(start..end).next_back() {
@@ -147,6 +192,7 @@ impl LogStore for Store {
             conf_state,
             truncated,
             last_index,
+            pending_snapshot,
         }))
     }
 }

@@ -16,6 +16,7 @@ pub struct Store {
     pub(crate) kv: Keyspace,
     pub(crate) plugins: Keyspace,
     pub(crate) meta: Keyspace,
+    pub(crate) snaps: super::snapfile::SnapDir,
 }
 
 impl std::fmt::Debug for Store {
@@ -25,7 +26,8 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (or creates) the database in `dir`.
+    /// Opens (or creates) the database in `dir`; snapshot files live beside it, in
+    /// `<dir>.snap`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
@@ -43,8 +45,15 @@ impl Store {
             kv: open("kv")?,
             plugins: open("plugins")?,
             meta: open("meta")?,
+            snaps: super::snapfile::SnapDir::open(&dir.with_extension("snap"))
+                .map_err(|e| StoreError(format!("cannot open the snapshot dir: {e}")))?,
             db,
         })
+    }
+
+    /// The node's snapshot files.
+    pub fn snap_dir(&self) -> &super::snapfile::SnapDir {
+        &self.snaps
     }
 
     /// Syncs everything written so far.
