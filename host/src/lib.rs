@@ -7,6 +7,9 @@
 //!   No IO: it defines the traits the rooms below implement.
 //! - [`storage`]: fjall: raft log and state, apply state, plugin KV data, plugin blobs.
 //! - [`plugin`]: wasmtime engine, deploy-time validation, compile cache, sandboxed calls.
+//! - [`transport`]: node-to-node raft messages over tonic, batched per destination node;
+//!   snapshot streaming and plugin fetches.
+//! - [`placement`]: the meta group's state machine and placement plans.
 //! - [`api`]: the gRPC services; the one place errors become `tonic::Status`.
 //! - [`cli`]: the `flotilla` subcommands.
 //! - [`server`]: wiring of the rooms into a running node, and graceful shutdown.
@@ -18,8 +21,10 @@ pub mod cli;
 pub mod examples;
 pub mod ids;
 pub mod limits;
+pub mod placement;
 pub mod plugin;
 pub mod proto;
 pub mod raftstore;
 pub mod server;
 pub mod storage;
+pub mod transport;

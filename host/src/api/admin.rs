@@ -8,39 +8,53 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::client::check_group;
 use super::node::Node;
-use super::status;
+use super::route;
+use crate::ids::GroupId;
 use crate::limits;
+use crate::placement::{
+    GroupRecord as MetaGroup, MetaCommand, MetaOutput, MetaQuery, PluginRecord as MetaPlugin,
+};
+use crate::proto::v1::admin_client::AdminClient;
 use crate::proto::v1::admin_server::Admin;
 use crate::proto::v1::*;
-use crate::storage::meta::PluginRecord;
+use crate::raftstore::RaftError;
 
 #[derive(Debug)]
 pub struct AdminService {
     pub node: Arc<Node>,
 }
 
-fn plugin_info(r: &PluginRecord) -> PluginInfo {
+fn plugin_info(r: &MetaPlugin) -> PluginInfo {
     PluginInfo {
         name: r.name.clone(),
         version: r.version,
-        digest: format!("sha256:{}", r.digest),
+        digest: r.digest.to_string(),
         size_bytes: r.size_bytes,
         stateful: r.stateful,
         deployed_at_ms: r.deployed_at_ms,
     }
 }
 
+/// How many groups one `ListGroups` call returns by default and at most.
+const LIST_GROUPS_DEFAULT: u32 = 1000;
+
 impl AdminService {
-    fn group_info(&self, group: crate::ids::GroupId) -> Result<GroupInfo, Status> {
-        let (plugin, digest) = self.node.group_plugin(group).ok_or_else(|| {
-            Status::not_found(format!("group {group} does not exist on this node"))
-        })?;
-        Ok(GroupInfo {
-            group_id: group.0,
-            plugin,
-            plugin_digest: digest.to_string(),
-            peers: vec![group.0],
-        })
+    async fn group_info(&self, g: &MetaGroup) -> GroupInfo {
+        GroupInfo {
+            group_id: g.id.0,
+            plugin: self.node.plugin_label(g.plugin_digest).await,
+            plugin_digest: g.plugin_digest.to_string(),
+            peers: g.replicas.iter().map(|r| r.peer.0).collect(),
+        }
+    }
+
+    async fn meta_group(&self, group: GroupId) -> Result<MetaGroup, Status> {
+        match self.node.meta_query(&MetaQuery::Group { group }).await? {
+            MetaOutput::Group { group } => Ok(group),
+            other => Err(Status::internal(format!(
+                "unexpected meta answer {other:?}"
+            ))),
+        }
     }
 }
 
@@ -99,7 +113,34 @@ impl Admin for AdminService {
         &self,
         _request: Request<ListPluginsRequest>,
     ) -> Result<Response<ListPluginsResponse>, Status> {
-        let plugins = self.node.plugin_records().iter().map(plugin_info).collect();
+        let mut plugins = Vec::new();
+        let mut start_after = None;
+        loop {
+            match self
+                .node
+                .meta_query(&MetaQuery::Plugins {
+                    start_after: start_after.clone(),
+                    limit: None,
+                })
+                .await?
+            {
+                MetaOutput::Plugins {
+                    plugins: page,
+                    next,
+                } => {
+                    plugins.extend(page.iter().map(plugin_info));
+                    match next {
+                        Some(n) if plugins.len() < 10_000 => start_after = Some(n),
+                        _ => break,
+                    }
+                }
+                other => {
+                    return Err(Status::internal(format!(
+                        "unexpected meta answer {other:?}"
+                    )));
+                }
+            }
+        }
         Ok(Response::new(ListPluginsResponse { plugins }))
     }
 
@@ -107,8 +148,9 @@ impl Admin for AdminService {
         &self,
         request: Request<CreateGroupRequest>,
     ) -> Result<Response<CreateGroupResponse>, Status> {
-        let record = self.node.create_group(&request.into_inner().plugin).await?;
-        let group = self.group_info(record.group())?;
+        let req = request.into_inner();
+        let record = self.node.create_group(&req.plugin, req.replicas).await?;
+        let group = self.group_info(&record).await;
         Ok(Response::new(CreateGroupResponse { group: Some(group) }))
     }
 
@@ -117,11 +159,7 @@ impl Admin for AdminService {
         request: Request<DeleteGroupRequest>,
     ) -> Result<Response<DeleteGroupResponse>, Status> {
         let group = check_group(request.into_inner().group_id)?;
-        self.node
-            .raft
-            .destroy(group)
-            .await
-            .map_err(status::from_raft)?;
+        self.node.delete_group(group).await?;
         Ok(Response::new(DeleteGroupResponse {}))
     }
 
@@ -130,19 +168,42 @@ impl Admin for AdminService {
         request: Request<ListGroupsRequest>,
     ) -> Result<Response<ListGroupsResponse>, Status> {
         let req = request.into_inner();
-        let limit = match req.limit {
-            0 => 1000,
-            n => n.min(10_000) as usize,
-        };
-        let groups = self
-            .node
-            .raft
-            .groups()
-            .into_iter()
-            .filter(|g| g.0 > req.start_after)
-            .take(limit)
-            .filter_map(|g| self.group_info(g).ok())
-            .collect();
+        let want = match req.limit {
+            0 => LIST_GROUPS_DEFAULT,
+            n => n.min(10_000),
+        } as usize;
+        let mut start_after = (req.start_after > 0).then_some(GroupId(req.start_after));
+        let mut groups = Vec::new();
+        while groups.len() < want {
+            let limit =
+                ((want - groups.len()) as u32).min(crate::placement::meta_fsm::GROUPS_PAGE_MAX);
+            match self
+                .node
+                .meta_query(&MetaQuery::Groups {
+                    start_after,
+                    limit: Some(limit),
+                })
+                .await?
+            {
+                MetaOutput::Groups {
+                    groups: page,
+                    next_start_after,
+                } => {
+                    for g in &page {
+                        groups.push(self.group_info(g).await);
+                    }
+                    match next_start_after {
+                        Some(n) => start_after = Some(n),
+                        None => break,
+                    }
+                }
+                other => {
+                    return Err(Status::internal(format!(
+                        "unexpected meta answer {other:?}"
+                    )));
+                }
+            }
+        }
         Ok(Response::new(ListGroupsResponse { groups }))
     }
 
@@ -150,44 +211,148 @@ impl Admin for AdminService {
         &self,
         request: Request<GroupStatusRequest>,
     ) -> Result<Response<GroupStatusResponse>, Status> {
-        let group = check_group(request.into_inner().group_id)?;
-        let st = self
-            .node
-            .raft
-            .status(group)
-            .await
-            .map_err(status::from_raft)?;
-        let applied = self.node.raft.applied(group);
-        Ok(Response::new(GroupStatusResponse {
-            group: Some(self.group_info(group)?),
-            role: st.role,
-            term: st.term,
-            leader_peer_id: st.leader.map_or(0, |p| p.0),
-            commit_index: st.commit_index,
-            applied_index: applied.map_or(st.applied_index, |a| a.applied_index),
-            first_index: st.first_index,
-            last_index: st.last_index,
-            pending_proposals: st.pending_proposals,
-            applied_timestamp_ms: applied.map_or(0, |a| a.applied_timestamp_ms),
-        }))
+        let fwd = route::is_forwarded(&request);
+        let req = request.into_inner();
+        let group = check_group(req.group_id)?;
+        let node = &self.node;
+        let req = &req;
+        let local = || -> route::BoxFut<'_, Result<GroupStatusResponse, RaftError>> {
+            Box::pin(async move {
+                let st = node.raft.status(group).await?;
+                let applied = node.raft.applied(group);
+                Ok(GroupStatusResponse {
+                    group: None,
+                    role: st.role,
+                    term: st.term,
+                    leader_peer_id: st.leader.map_or(0, |p| p.0),
+                    commit_index: st.commit_index,
+                    applied_index: applied.map_or(st.applied_index, |a| a.applied_index),
+                    first_index: st.first_index,
+                    last_index: st.last_index,
+                    pending_proposals: st.pending_proposals,
+                    applied_timestamp_ms: applied.map_or(0, |a| a.applied_timestamp_ms),
+                    node_id: node.id.0,
+                    replicas: Vec::new(),
+                })
+            })
+        };
+        let mut resp = if fwd {
+            local().await.map_err(route::not_leader_status)?
+        } else {
+            // The leader knows the most; any replica will do if none answers as leader.
+            match node
+                .on_leader(
+                    group,
+                    false,
+                    || {
+                        Box::pin(async move {
+                            let r = local().await?;
+                            if r.role == "Leader" {
+                                Ok(r)
+                            } else {
+                                Err(RaftError::NotLeader {
+                                    group,
+                                    leader: (r.leader_peer_id != 0)
+                                        .then_some(crate::ids::PeerId(r.leader_peer_id)),
+                                })
+                            }
+                        })
+                    },
+                    |ch| {
+                        Box::pin(async move {
+                            let r = AdminClient::new(ch)
+                                .group_status(route::forwarded(*req))
+                                .await?
+                                .into_inner();
+                            if r.role == "Leader" {
+                                Ok(r)
+                            } else {
+                                let mut s = Status::unavailable("not the leader");
+                                s.metadata_mut().insert(
+                                    route::NOT_LEADER,
+                                    tonic::metadata::MetadataValue::from_static("1"),
+                                );
+                                if let Ok(v) = r.leader_peer_id.to_string().parse() {
+                                    s.metadata_mut().insert("leader-peer-id", v);
+                                }
+                                Err(s)
+                            }
+                        })
+                    },
+                )
+                .await
+            {
+                Ok(r) => r,
+                Err(e) if node.hosts(group) => {
+                    tracing::debug!(group = group.0, "no leader answered: {e}");
+                    local().await.map_err(crate::api::status::from_raft)?
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        if !fwd {
+            let g = self.meta_group(group).await?;
+            resp.group = Some(self.group_info(&g).await);
+            resp.replicas = g
+                .replicas
+                .iter()
+                .map(|r| ReplicaInfo {
+                    peer_id: r.peer.0,
+                    node_id: r.node.0,
+                    learner: r.learner,
+                })
+                .collect();
+        }
+        Ok(Response::new(resp))
     }
 
     async fn upgrade_group(
         &self,
         request: Request<UpgradeGroupRequest>,
     ) -> Result<Response<UpgradeGroupResponse>, Status> {
+        let fwd = route::is_forwarded(&request);
         let req = request.into_inner();
         let group = check_group(req.group_id)?;
-        let digest = self.node.resolve_plugin(&req.plugin)?;
-        let index = self
-            .node
-            .raft
-            .upgrade(group, digest)
-            .await
-            .map_err(status::from_raft)?;
+        let plugin = self.node.resolve_plugin(&req.plugin).await?;
+        let g = self.meta_group(group).await?;
+        let holders: Vec<crate::ids::NodeId> = plugin.holders.clone();
+        // Every replica needs the new code before the switch entry applies.
+        for r in &g.replicas {
+            self.node
+                .ensure_plugin_on(r.node, plugin.digest, &holders)
+                .await?;
+        }
+        let node = &self.node;
+        let digest = plugin.digest;
+        let req = &req;
+        let index = node
+            .on_leader(
+                group,
+                fwd,
+                || Box::pin(async move { node.raft.upgrade(group, digest).await }),
+                |ch| {
+                    Box::pin(async move {
+                        Ok(AdminClient::new(ch)
+                            .upgrade_group(route::forwarded(req.clone()))
+                            .await?
+                            .into_inner()
+                            .index)
+                    })
+                },
+            )
+            .await?;
+        if !fwd {
+            self.node
+                .meta_cmd(&MetaCommand::SetGroupPlugin {
+                    group,
+                    plugin_digest: digest,
+                })
+                .await?;
+        }
+        let g = self.meta_group(group).await?;
         Ok(Response::new(UpgradeGroupResponse {
             index,
-            group: Some(self.group_info(group)?),
+            group: Some(self.group_info(&g).await),
         }))
     }
 }

@@ -1,18 +1,22 @@
-//! The client service: `Propose` and `Query`.
+//! The client service: `Propose`, `Query` and `WatchLeaders`. Proposals and
+//! linearizable or lease reads run on the group's leader (forwarded there when this
+//! node's replica does not lead); stale reads run on any replica, this node's first.
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
 use super::node::Node;
-use super::status;
+use super::route::{self, forwarded};
 use crate::ids::GroupId;
 use crate::limits;
+use crate::proto::v1::client_client::ClientClient;
 use crate::proto::v1::client_server::Client;
 use crate::proto::v1::{
-    ProposeRequest, ProposeResponse, QueryRequest, QueryResponse, ReadConsistency,
+    LeaderEvent, ProposeRequest, ProposeResponse, QueryRequest, QueryResponse, ReadConsistency,
+    WatchLeadersRequest,
 };
-use crate::raftstore::ReadKind;
+use crate::raftstore::{RaftError, ReadKind};
 
 #[derive(Debug)]
 pub struct ClientService {
@@ -35,10 +39,31 @@ pub fn check_size(what: &str, len: usize) -> Result<(), Status> {
 pub fn check_group(id: u64) -> Result<GroupId, Status> {
     if id == 0 {
         return Err(Status::invalid_argument(
-            "group_id is required (groups start at 1)",
+            "group_id is required (groups start at 1; group 0 is the cluster's meta group)",
         ));
     }
     Ok(GroupId(id))
+}
+
+/// Events a `WatchLeaders` stream buffers before it waits for the watcher.
+const WATCH_BUFFER: usize = 256;
+
+/// Runs a query on this node's replica (blocking work off the async threads).
+async fn local_query(
+    node: &Node,
+    group: GroupId,
+    kind: Option<ReadKind>,
+    request: Vec<u8>,
+) -> Result<(Vec<u8>, u64), RaftError> {
+    if let Some(kind) = kind {
+        node.raft.read_barrier(group, kind).await?;
+    } else if !node.hosts(group) {
+        return Err(RaftError::GroupNotFound(group));
+    }
+    let raft = node.raft.clone();
+    tokio::task::spawn_blocking(move || raft.query(group, &request))
+        .await
+        .map_err(|e| RaftError::Invalid(format!("query task failed: {e}")))?
 }
 
 #[tonic::async_trait]
@@ -47,6 +72,7 @@ impl Client for ClientService {
         &self,
         request: Request<ProposeRequest>,
     ) -> Result<Response<ProposeResponse>, Status> {
+        let fwd = route::is_forwarded(&request);
         let req = request.into_inner();
         let group = check_group(req.group_id)?;
         check_size("the command", req.command.len())?;
@@ -55,16 +81,35 @@ impl Client for ClientService {
                 "request_id is longer than 128 bytes",
             ));
         }
-        let done = self
-            .node
-            .raft
-            .propose(group, req.command, req.request_id)
-            .await
-            .map_err(status::from_raft)?;
+        let node = &self.node;
+        let req = &req;
+        let done = node
+            .on_leader(
+                group,
+                fwd,
+                || {
+                    Box::pin(async move {
+                        node.raft
+                            .propose(group, req.command.clone(), req.request_id.clone())
+                            .await
+                            .map(|p| (p.index, p.output))
+                    })
+                },
+                |ch| {
+                    Box::pin(async move {
+                        let r = ClientClient::new(ch)
+                            .propose(forwarded(req.clone()))
+                            .await?
+                            .into_inner();
+                        Ok((r.index, r.output))
+                    })
+                },
+            )
+            .await?;
         Ok(Response::new(ProposeResponse {
             group_id: group.0,
-            index: done.index,
-            output: done.output,
+            index: done.0,
+            output: done.1,
         }))
     }
 
@@ -72,42 +117,80 @@ impl Client for ClientService {
         &self,
         request: Request<QueryRequest>,
     ) -> Result<Response<QueryResponse>, Status> {
+        let fwd = route::is_forwarded(&request);
         let req = request.into_inner();
         let group = check_group(req.group_id)?;
         check_size("the query", req.request.len())?;
         let consistency = ReadConsistency::try_from(req.consistency).map_err(|_| {
             Status::invalid_argument(format!("unknown consistency {}", req.consistency))
         })?;
-        let served = match consistency {
+        let (kind, served) = match consistency {
             ReadConsistency::Unspecified | ReadConsistency::Linearizable => {
-                let kind = ReadKind::Linearizable;
-                self.node
-                    .raft
-                    .read_barrier(group, kind)
-                    .await
-                    .map_err(status::from_raft)?;
-                ReadConsistency::Linearizable
+                (Some(ReadKind::Linearizable), ReadConsistency::Linearizable)
             }
-            ReadConsistency::Lease => {
-                self.node
-                    .raft
-                    .read_barrier(group, ReadKind::Lease)
-                    .await
-                    .map_err(status::from_raft)?;
-                ReadConsistency::Lease
-            }
-            ReadConsistency::Stale => ReadConsistency::Stale,
+            ReadConsistency::Lease => (Some(ReadKind::Lease), ReadConsistency::Lease),
+            ReadConsistency::Stale => (None, ReadConsistency::Stale),
         };
-        let node = self.node.clone();
-        let (output, applied_index) =
-            tokio::task::spawn_blocking(move || node.raft.query(group, &req.request))
-                .await
-                .map_err(|e| Status::internal(format!("query task failed: {e}")))?
-                .map_err(status::from_raft)?;
+        let node = &self.node;
+        let req = &req;
+        let (output, applied_index) = node
+            .on_leader(
+                group,
+                fwd,
+                || Box::pin(local_query(node, group, kind, req.request.clone())),
+                |ch| {
+                    Box::pin(async move {
+                        let r = ClientClient::new(ch)
+                            .query(forwarded(req.clone()))
+                            .await?
+                            .into_inner();
+                        Ok((r.output, r.applied_index))
+                    })
+                },
+            )
+            .await?;
         Ok(Response::new(QueryResponse {
             output,
             served: served as i32,
             applied_index,
         }))
+    }
+
+    type WatchLeadersStream = tokio_stream::wrappers::ReceiverStream<Result<LeaderEvent, Status>>;
+
+    async fn watch_leaders(
+        &self,
+        _request: Request<WatchLeadersRequest>,
+    ) -> Result<Response<Self::WatchLeadersStream>, Status> {
+        let board = self.node.raft.leaders().clone();
+        let mut changes = board.subscribe();
+        let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
+        tokio::spawn(async move {
+            // Each pass sends what changed since the last one: a slow watcher makes the
+            // passes rarer, never the raft loop slower, and always ends on the latest.
+            let mut seen = 0;
+            loop {
+                let (events, seq) = board.changed_since(seen);
+                seen = seq;
+                for e in events {
+                    let leader = e.leader.map_or(0, |p| p.0);
+                    let ev = LeaderEvent {
+                        group_id: e.group.0,
+                        leader_peer_id: leader,
+                        leader_node_id: e.leader.map_or(0, |p| p.node().0),
+                        term: e.term,
+                    };
+                    if tx.send(Ok(ev)).await.is_err() {
+                        return;
+                    }
+                }
+                if changes.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
     }
 }

@@ -1,10 +1,17 @@
-//! The gRPC services on the node's one port: [`client`] (Propose, Query), [`admin`]
-//! (plugins and groups) and the standard health service. [`status`] is the one place
+//! The gRPC services on the node's one port: [`client`] (Propose, Query, WatchLeaders),
+//! [`admin`] (plugins and groups), [`cluster`] (membership, placement, node to node)
+//! and the standard health service; [`route`] sends group requests to leaders,
+//! [`ops`] composes cluster-wide operations, [`peers`] reaches other nodes. [`status`] is the one place
 //! where errors become `tonic::Status`; [`node`] holds what the services share.
 
 pub mod admin;
 pub mod client;
+pub mod cluster;
 pub mod node;
+pub mod ops;
+pub mod peers;
+pub mod route;
 pub mod status;
+pub mod wiring;
 
 pub use node::Node;

@@ -1,34 +1,45 @@
-//! [`Node`]: what the gRPC services share — the raft store, the fjall store (metadata and
-//! plugin blobs) and the plugin runtime — and the admin operations built on them.
+//! [`Node`]: what the gRPC services share — the raft store, the fjall store (local
+//! plugin blobs and replica records), the plugin runtime, this node's identity and the
+//! ways to reach the meta group and other nodes — plus the operations on this node's
+//! own replicas. Cluster-wide operations live in [`super::ops`], routing to leaders in
+//! [`super::route`].
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::RwLock;
+use tokio_stream::StreamExt as _;
 use tonic::Status;
 
+use super::peers::{AddrBook, Channels};
 use super::status;
-use crate::ids::{GroupId, PeerId, PluginDigest};
+use crate::ids::{GroupId, NodeId, PeerId, PluginDigest};
+use crate::placement::{META_GROUP, MetaCommand, MetaOutput, MetaQuery};
 use crate::plugin::PluginRuntime;
-use crate::raftstore::{PeerSpec, RaftStore};
+use crate::proto::v1::raft_transport_client::RaftTransportClient;
+use crate::proto::v1::{FetchPluginRequest, StartReplicaRequest};
+use crate::raftstore::{PeerSpec, RaftError, RaftStore, ReadKind};
 use crate::storage::Store;
-use crate::storage::meta::{GroupRecord, PluginRecord};
+use crate::storage::meta::{GroupRecord as LocalGroup, PluginRecord as LocalPlugin};
 
 pub struct Node {
     pub raft: RaftStore,
     pub store: Store,
     pub plugins: Arc<PluginRuntime>,
-    /// digest → the records that name it (a digest may be deployed under several names).
-    catalog: RwLock<Vec<PluginRecord>>,
-    next_group: AtomicU64,
-    /// Serializes deploys so versions are assigned without races.
+    pub id: NodeId,
+    /// The address other nodes and clients reach this node at.
+    pub addr: String,
+    /// The nodes that host the meta group's replicas.
+    pub meta_nodes: Vec<NodeId>,
+    pub book: Arc<AddrBook>,
+    pub channels: Channels,
+    /// Serializes deploys on this node.
     deploy_lock: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Node").finish_non_exhaustive()
+        f.debug_struct("Node")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -39,103 +50,181 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Attempts a meta request makes (following leader hints, waiting out elections).
+const META_ATTEMPTS: usize = 60;
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
 impl Node {
-    pub fn new(raft: RaftStore, store: Store, plugins: Arc<PluginRuntime>) -> Result<Self, Status> {
-        let catalog = store.list_plugins().map_err(status::from_store)?;
-        let next = store
-            .list_groups()
-            .map_err(status::from_store)?
-            .iter()
-            .map(|g| g.group_id)
-            .max()
-            .unwrap_or(0)
-            + 1;
-        Ok(Self {
+    pub fn new(
+        raft: RaftStore,
+        store: Store,
+        plugins: Arc<PluginRuntime>,
+        id: NodeId,
+        addr: String,
+        meta_nodes: Vec<NodeId>,
+        book: Arc<AddrBook>,
+    ) -> Self {
+        Self {
             raft,
             store,
             plugins,
-            catalog: RwLock::new(catalog),
-            next_group: AtomicU64::new(next),
+            id,
+            addr,
+            meta_nodes,
+            book,
+            channels: Channels::default(),
             deploy_lock: tokio::sync::Mutex::new(()),
-        })
-    }
-
-    pub fn plugin_records(&self) -> Vec<PluginRecord> {
-        self.catalog.read().clone()
-    }
-
-    /// "name@version" for a digest, or the digest itself if no record names it.
-    pub fn plugin_label(&self, digest: PluginDigest) -> String {
-        let hex = digest.to_hex();
-        self.catalog
-            .read()
-            .iter()
-            .rev()
-            .find(|r| r.digest == hex)
-            .map_or_else(
-                || digest.to_string(),
-                |r| format!("{}@{}", r.name, r.version),
-            )
-    }
-
-    /// Resolves "name", "name@version" or "sha256:<hex>" to a deployed digest.
-    pub fn resolve_plugin(&self, spec: &str) -> Result<PluginDigest, Status> {
-        let spec = spec.trim();
-        if let Some(hex) = spec.strip_prefix("sha256:") {
-            let d = PluginDigest::from_hex(hex).ok_or_else(|| {
-                Status::invalid_argument(format!("{spec:?} is not sha256:<64 hex digits>"))
-            })?;
-            if self.catalog.read().iter().any(|r| r.digest == d.to_hex()) {
-                return Ok(d);
-            }
-            return Err(Status::not_found(format!(
-                "no plugin with digest {spec} is deployed"
-            )));
         }
-        let (name, version) = match spec.split_once('@') {
-            Some((n, v)) => {
-                let v: u32 = v.parse().map_err(|_| {
-                    Status::invalid_argument(format!(
-                        "{spec:?}: the version after '@' must be a number, like kv@2"
-                    ))
-                })?;
-                (n, Some(v))
+    }
+
+    pub fn hosts(&self, group: GroupId) -> bool {
+        self.raft.applied(group).is_some()
+    }
+
+    // ---- the meta group -----------------------------------------------------------
+
+    /// Runs a meta command or query on this node's meta replica only; a follower answers
+    /// NOT_LEADER with the leader's peer id (which names its node).
+    pub async fn meta_local(&self, body: Vec<u8>, query: bool) -> Result<Vec<u8>, RaftError> {
+        if !self.hosts(META_GROUP) {
+            return Err(RaftError::GroupNotFound(META_GROUP));
+        }
+        if query {
+            self.raft
+                .read_barrier(META_GROUP, ReadKind::Linearizable)
+                .await?;
+            let raft = self.raft.clone();
+            tokio::task::spawn_blocking(move || raft.query(META_GROUP, &body))
+                .await
+                .map_err(|e| RaftError::Invalid(format!("meta query task failed: {e}")))?
+                .map(|(out, _)| out)
+        } else {
+            self.raft
+                .propose(META_GROUP, body, String::new())
+                .await
+                .map(|p| p.output)
+        }
+    }
+
+    async fn meta_raw(&self, body: Vec<u8>, query: bool) -> Result<Vec<u8>, Status> {
+        let mut target: Option<NodeId> = None;
+        let mut last = Status::unavailable("the meta group has no reachable leader");
+        for attempt in 0..META_ATTEMPTS {
+            let t = target.unwrap_or_else(|| {
+                if self.meta_nodes.contains(&self.id) && attempt % 2 == 0 {
+                    self.id
+                } else {
+                    self.meta_nodes[attempt % self.meta_nodes.len().max(1)]
+                }
+            });
+            target = None;
+            if t == self.id {
+                match self.meta_local(body.clone(), query).await {
+                    Ok(out) => return Ok(out),
+                    Err(RaftError::NotLeader {
+                        leader: Some(p), ..
+                    }) if p.node() != self.id => {
+                        target = Some(p.node());
+                        continue;
+                    }
+                    Err(e @ (RaftError::NotLeader { .. } | RaftError::GroupNotFound(_))) => {
+                        last = status::from_raft(e);
+                    }
+                    Err(e @ (RaftError::Busy { .. } | RaftError::Stopped)) => {
+                        last = status::from_raft(e);
+                    }
+                    Err(e) => return Err(status::from_raft(e)),
+                }
+            } else {
+                let channel = match self.channels.get(t, &self.book) {
+                    Ok(c) => c,
+                    Err(s) => {
+                        last = s;
+                        tokio::time::sleep(RETRY_PAUSE).await;
+                        continue;
+                    }
+                };
+                let mut client = crate::proto::v1::cluster_client::ClusterClient::new(channel);
+                match client
+                    .meta(crate::proto::v1::MetaRequest {
+                        body: body.clone(),
+                        query,
+                    })
+                    .await
+                {
+                    Ok(r) => return Ok(r.into_inner().output),
+                    Err(s) if super::route::retryable(&s) => {
+                        if let Some(hint) = super::route::leader_hint(&s)
+                            && hint.node() != t
+                        {
+                            target = Some(hint.node());
+                            continue;
+                        }
+                        last = s;
+                    }
+                    Err(s) => return Err(s),
+                }
             }
-            None => (spec, None),
-        };
-        if name.is_empty() {
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+        Err(last)
+    }
+
+    pub async fn meta_cmd(&self, cmd: &MetaCommand) -> Result<MetaOutput, Status> {
+        let out = self.meta_raw(cmd.encode(), false).await?;
+        MetaOutput::decode(&out).map_err(|e| Status::internal(e.to_string()))
+    }
+
+    pub async fn meta_query(&self, q: &MetaQuery) -> Result<MetaOutput, Status> {
+        let out = self.meta_raw(q.encode(), true).await?;
+        MetaOutput::decode(&out).map_err(|e| Status::internal(e.to_string()))
+    }
+
+    // ---- plugins ------------------------------------------------------------------
+
+    /// "name@version" for a digest when the meta group knows it.
+    pub async fn plugin_label(&self, digest: PluginDigest) -> String {
+        match self
+            .meta_query(&MetaQuery::ResolvePlugin {
+                spec: digest.to_string(),
+            })
+            .await
+        {
+            Ok(MetaOutput::Plugin { plugin }) => plugin.spec(),
+            _ => digest.to_string(),
+        }
+    }
+
+    /// Resolves "name", "name@version" or "sha256:<hex>" through the meta group.
+    pub async fn resolve_plugin(
+        &self,
+        spec: &str,
+    ) -> Result<crate::placement::PluginRecord, Status> {
+        let spec = spec.trim();
+        if spec.is_empty() {
             return Err(Status::invalid_argument(
                 "a plugin name is required (like kv or kv@2)",
             ));
         }
-        let catalog = self.catalog.read();
-        let found = catalog
-            .iter()
-            .filter(|r| r.name == name && version.is_none_or(|v| v == r.version))
-            .max_by_key(|r| r.version);
-        match found {
-            Some(r) => r.digest().map_err(status::from_store),
-            None => {
-                let known: Vec<String> = catalog
-                    .iter()
-                    .map(|r| format!("{}@{}", r.name, r.version))
-                    .collect();
-                Err(Status::not_found(format!(
-                    "plugin {spec:?} is not deployed (deployed: {})",
-                    if known.is_empty() {
-                        "none".to_string()
-                    } else {
-                        known.join(", ")
-                    }
-                )))
-            }
+        match self
+            .meta_query(&MetaQuery::ResolvePlugin {
+                spec: spec.to_string(),
+            })
+            .await?
+        {
+            MetaOutput::Plugin { plugin } => Ok(plugin),
+            other => Err(Status::internal(format!(
+                "unexpected meta answer {other:?}"
+            ))),
         }
     }
 
-    /// Validates, compiles and stores a plugin under `name`, assigning the next version.
-    pub async fn deploy(&self, name: &str, bytes: Vec<u8>) -> Result<(PluginRecord, bool), Status> {
-        validate_name(name)?;
-        let _guard = self.deploy_lock.lock().await;
+    /// Validates, compiles and stores plugin bytes on this node (no meta record).
+    pub async fn install_blob(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+    ) -> Result<(PluginDigest, bool), Status> {
         let runtime = self.plugins.clone();
         let (validated, bytes) = tokio::task::spawn_blocking(move || {
             let v = runtime.validate(&bytes);
@@ -145,90 +234,169 @@ impl Node {
         .await
         .map_err(|e| Status::internal(format!("deploy task failed: {e}")))?;
         let validated = validated.map_err(status::from_plugin)?;
-        let hex = validated.digest.to_hex();
-        let existing: Vec<PluginRecord> = self
-            .catalog
-            .read()
-            .iter()
-            .filter(|r| r.name == name)
-            .cloned()
-            .collect();
-        if let Some(latest) = existing.iter().max_by_key(|r| r.version)
-            && latest.digest == hex
-        {
-            return Ok((latest.clone(), true));
-        }
-        let record = PluginRecord {
+        let record = LocalPlugin {
             name: name.to_string(),
-            version: existing.iter().map(|r| r.version).max().unwrap_or(0) + 1,
-            digest: hex,
+            version: 0,
+            digest: validated.digest.to_hex(),
             size_bytes: bytes.len() as u64,
             stateful: validated.stateful,
             deployed_at_ms: now_ms(),
         };
-        self.store
-            .put_plugin(&record, &bytes)
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.put_plugin(&record, &bytes))
+            .await
+            .map_err(|e| Status::internal(format!("store task failed: {e}")))?
             .map_err(status::from_store)?;
-        self.catalog.write().push(record.clone());
-        Ok((record, false))
+        Ok((validated.digest, validated.stateful))
     }
 
-    /// Creates a single-replica group running `plugin`.
-    pub async fn create_group(&self, plugin: &str) -> Result<GroupRecord, Status> {
-        let digest = self.resolve_plugin(plugin)?;
-        let id = self.next_group.fetch_add(1, Ordering::SeqCst);
-        // Peer ids are unique in the cluster; on one node the group id serves.
-        let record = GroupRecord {
-            group_id: id,
-            peer_id: id,
-            voters: vec![id],
+    /// Deploys a plugin: stored and compiled here, versioned by the meta group.
+    pub async fn deploy(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+    ) -> Result<(crate::placement::PluginRecord, bool), Status> {
+        validate_name(name)?;
+        let _guard = self.deploy_lock.lock().await;
+        let size = bytes.len() as u64;
+        let (digest, stateful) = self.install_blob(name, bytes).await?;
+        match self
+            .meta_cmd(&MetaCommand::DeployPlugin {
+                name: name.to_string(),
+                digest,
+                size_bytes: size,
+                stateful,
+                holder_node: self.id,
+            })
+            .await?
+        {
+            MetaOutput::Deployed {
+                plugin,
+                already_present,
+            } => Ok((plugin, already_present)),
+            other => Err(Status::internal(format!(
+                "unexpected meta answer {other:?}"
+            ))),
+        }
+    }
+
+    /// Makes sure `digest` is compiled here, fetching its bytes from a holder if needed.
+    pub async fn ensure_plugin(
+        &self,
+        digest: PluginDigest,
+        holders: &[NodeId],
+    ) -> Result<(), Status> {
+        if self.plugins.is_loaded(digest) {
+            return Ok(());
+        }
+        if let Some(bytes) = self
+            .store
+            .plugin_bytes(digest)
+            .map_err(status::from_store)?
+        {
+            let runtime = self.plugins.clone();
+            return tokio::task::spawn_blocking(move || runtime.load(digest, &bytes).map(|_| ()))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(status::from_plugin);
+        }
+        let mut last = Status::not_found(format!("no node holds plugin {digest}"));
+        for &holder in holders.iter().filter(|h| **h != self.id) {
+            match self.fetch_plugin(holder, digest).await {
+                Ok(bytes) => {
+                    self.install_blob("fetched", bytes).await?;
+                    let _ = self
+                        .meta_cmd(&MetaCommand::AddPluginHolder {
+                            digest,
+                            node: self.id,
+                        })
+                        .await;
+                    tracing::info!(%digest, from = holder.0, "plugin fetched");
+                    return Ok(());
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    async fn fetch_plugin(&self, from: NodeId, digest: PluginDigest) -> Result<Vec<u8>, Status> {
+        let channel = self.channels.get(from, &self.book)?;
+        let mut client = RaftTransportClient::new(channel)
+            .max_decoding_message_size(crate::limits::GRPC_MESSAGE_BYTES_MAX);
+        let mut stream = client
+            .fetch_plugin(FetchPluginRequest {
+                digest: digest.0.to_vec(),
+            })
+            .await?
+            .into_inner();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            if bytes.len() + chunk.data.len() > crate::limits::PLUGIN_SIZE_BYTES_MAX {
+                return Err(Status::invalid_argument("fetched plugin is too large"));
+            }
+            bytes.extend_from_slice(&chunk.data);
+        }
+        if PluginDigest::of(&bytes) != digest {
+            return Err(Status::data_loss(format!(
+                "node {from} sent bytes that do not hash to {digest}"
+            )));
+        }
+        Ok(bytes)
+    }
+
+    // ---- this node's replicas -----------------------------------------------------
+
+    /// Starts (or restarts) a replica on this node. Idempotent.
+    pub async fn start_replica(&self, req: &StartReplicaRequest) -> Result<(), Status> {
+        let group = GroupId(req.group_id);
+        let digest = PluginDigest::from_slice(&req.plugin_digest)
+            .ok_or_else(|| Status::invalid_argument("plugin_digest must be 32 bytes"))?;
+        let holders: Vec<NodeId> = req.plugin_holders.iter().copied().map(NodeId).collect();
+        self.ensure_plugin(digest, &holders).await?;
+        let record = LocalGroup {
+            group_id: group.0,
+            peer_id: req.peer_id,
+            voters: req.voters.clone(),
             initial_plugin: digest.to_hex(),
             created_at_ms: now_ms(),
         };
         self.store.put_group(&record).map_err(status::from_store)?;
-        self.start_group(&record, digest).await?;
-        Ok(record)
-    }
-
-    /// Starts the peer of a recorded group (creation or restart).
-    pub async fn start_group(
-        &self,
-        record: &GroupRecord,
-        digest: PluginDigest,
-    ) -> Result<(), Status> {
-        self.raft
+        match self
+            .raft
             .start_peer(PeerSpec {
-                group: record.group(),
-                peer: record.peer(),
-                voters: record.voters.iter().copied().map(PeerId).collect(),
+                group,
+                peer: PeerId(req.peer_id),
+                voters: req.voters.iter().copied().map(PeerId).collect(),
                 plugin: digest,
-                campaign: false,
+                campaign: req.campaign,
             })
             .await
-            .map_err(status::from_raft)
+        {
+            Ok(()) | Err(RaftError::GroupExists(_)) => Ok(()),
+            Err(e) => Err(status::from_raft(e)),
+        }
     }
 
-    /// The plugin a group runs now ("name@version", digest).
-    pub fn group_plugin(&self, group: GroupId) -> Option<(String, PluginDigest)> {
-        let state = self.raft.applied(group)?;
-        Some((self.plugin_label(state.plugin), state.plugin))
+    /// Removes this node's replica of `group` and its data.
+    pub async fn destroy_replica(&self, group: GroupId) -> Result<(), Status> {
+        match self.raft.destroy(group).await {
+            Ok(()) | Err(RaftError::GroupNotFound(_)) => {}
+            Err(e) => return Err(status::from_raft(e)),
+        }
+        self.store
+            .remove_group_record(group)
+            .map_err(status::from_store)
     }
 
-    /// Every deployed digest, so a restarted node can load them before groups start.
-    pub fn deployed_digests(&self) -> HashMap<PluginDigest, String> {
-        self.catalog
-            .read()
-            .iter()
-            .filter_map(|r| {
-                r.digest()
-                    .ok()
-                    .map(|d| (d, format!("{}@{}", r.name, r.version)))
-            })
-            .collect()
+    /// The group's plugin as this replica runs it.
+    pub fn group_digest(&self, group: GroupId) -> Option<PluginDigest> {
+        self.raft.applied(group).map(|s| s.plugin)
     }
 }
 
-fn validate_name(name: &str) -> Result<(), Status> {
+pub fn validate_name(name: &str) -> Result<(), Status> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name

@@ -23,6 +23,10 @@ pub fn from_raft(e: RaftError) -> Status {
         RaftError::GroupNotFound(_) => Status::not_found(msg),
         RaftError::NotLeader { leader, .. } => {
             let mut s = Status::unavailable(msg);
+            s.metadata_mut().insert(
+                super::route::NOT_LEADER,
+                tonic::metadata::MetadataValue::from_static("1"),
+            );
             if let Some(l) = leader
                 && let Ok(v) = l.0.to_string().parse()
             {

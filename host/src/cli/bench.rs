@@ -61,6 +61,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         let g = admin
             .create_group(CreateGroupRequest {
                 plugin: plugin.clone(),
+                replicas: 0,
             })
             .await
             .map_err(status_error)?

@@ -11,6 +11,9 @@ pub enum GroupCmd {
     Create {
         #[arg(long)]
         plugin: String,
+        /// Replicas on distinct nodes (default: 3, or fewer if fewer nodes are up).
+        #[arg(long, default_value_t = 0)]
+        replicas: u32,
         #[command(flatten)]
         opts: ClientOpts,
     },
@@ -31,6 +34,8 @@ pub enum GroupCmd {
         #[command(flatten)]
         opts: ClientOpts,
     },
+    #[command(flatten)]
+    Member(super::cluster::MemberCmd),
     /// Switch a group to other plugin code, through the log.
     Upgrade {
         group: u64,
@@ -47,10 +52,15 @@ fn group_json(g: &GroupInfo) -> serde_json::Value {
 
 pub async fn run(cmd: GroupCmd) -> anyhow::Result<()> {
     match cmd {
-        GroupCmd::Create { plugin, opts } => {
+        GroupCmd::Member(m) => return super::cluster::run_member(m).await,
+        GroupCmd::Create {
+            plugin,
+            replicas,
+            opts,
+        } => {
             let mut c = admin(&opts.endpoint).await?;
             let g = c
-                .create_group(CreateGroupRequest { plugin })
+                .create_group(CreateGroupRequest { plugin, replicas })
                 .await
                 .map_err(status_error)?
                 .into_inner()

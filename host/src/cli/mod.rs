@@ -3,6 +3,7 @@
 //! Listings print tables, or JSON with `--output json`. `anyhow` lives here, at the edge.
 
 mod bench;
+mod cluster;
 mod connect;
 mod group;
 mod output;
@@ -58,6 +59,14 @@ pub enum Command {
     Query(request::QueryArgs),
     /// Measure write throughput and latency against a node.
     Bench(bench::BenchArgs),
+    /// Cluster-wide views.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCmd),
+    /// Node operations (drain).
+    #[command(subcommand)]
+    Node(cluster::NodeCmd),
+    /// Stream leader changes of the groups a node hosts.
+    WatchLeaders(cluster::WatchArgs),
 }
 
 /// Runs the parsed command line.
@@ -70,6 +79,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Propose(a) => request::propose(a).await,
         Command::Query(a) => request::query(a).await,
         Command::Bench(a) => bench::run(a).await,
+        Command::Cluster(c) => cluster::run_cluster(c).await,
+        Command::Node(c) => cluster::run_node(c).await,
+        Command::WatchLeaders(a) => cluster::watch(a).await,
     }
 }
 

@@ -14,18 +14,50 @@ use crate::server::{Server, ServerConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct ServerArgs {
-    /// Address for gRPC (client, admin, health).
+    /// Address for gRPC (client, admin, cluster, raft transport, health).
     #[arg(long, default_value = super::DEFAULT_ENDPOINT)]
     pub listen: SocketAddr,
-    /// Where the node keeps its fjall database and compiled plugins.
+    /// Where the node keeps its fjall database, snapshots and compiled plugins.
     #[arg(long, default_value_os_t = super::default_data_dir())]
     pub data_dir: PathBuf,
+    /// This node's id, 1..=65535 (default 1 for a lone node).
+    #[arg(long)]
+    pub id: Option<u64>,
+    /// Bootstrap a new cluster: every founding node as ID=HOST:PORT, comma-separated
+    /// (e.g. 1=127.0.0.1:7420,2=127.0.0.1:7421,3=127.0.0.1:7422). Ignored once the data
+    /// dir holds a node.
+    #[arg(long, value_delimiter = ',', value_parser = parse_member)]
+    pub initial_cluster: Vec<(u64, String)>,
+    /// Join a running cluster through any of its nodes (HOST:PORT); needs --id.
+    #[arg(long, conflicts_with = "initial_cluster")]
+    pub join: Option<String>,
+}
+
+fn parse_member(s: &str) -> Result<(u64, String), String> {
+    let (id, addr) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not ID=HOST:PORT"))?;
+    let id: u64 = id
+        .trim()
+        .parse()
+        .map_err(|_| format!("{id:?} in {s:?} is not a node id"))?;
+    let addr = addr.trim();
+    addr.parse::<SocketAddr>()
+        .map_err(|e| format!("{addr:?} in {s:?} is not HOST:PORT: {e}"))?;
+    Ok((id, addr.to_string()))
 }
 
 #[derive(Debug, clap::Args)]
 pub struct DevArgs {
-    #[command(flatten)]
-    pub server: ServerArgs,
+    /// Address of the first node; the others take the next ports.
+    #[arg(long, default_value = super::DEFAULT_ENDPOINT)]
+    pub listen: SocketAddr,
+    /// Parent of the nodes' data dirs (node-1, node-2, ...).
+    #[arg(long, default_value_os_t = super::default_data_dir())]
+    pub data_dir: PathBuf,
+    /// How many nodes to run (in this one process, each with its own port and data dir).
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u16,
 }
 
 async fn shutdown_signal() {
@@ -51,6 +83,9 @@ async fn start(args: &ServerArgs) -> anyhow::Result<Server> {
     let config = ServerConfig {
         listen: args.listen,
         data_dir: args.data_dir.clone(),
+        id: args.id,
+        initial_cluster: args.initial_cluster.clone(),
+        join: args.join.clone(),
     };
     let server = Server::start(&config).await.with_context(|| {
         format!(
@@ -74,12 +109,34 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
 }
 
 pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
-    let server = start(&args.server).await?;
-    let endpoint = server
-        .local_addr()
-        .unwrap_or(args.server.listen)
-        .to_string();
-    let serving = tokio::spawn(server.serve(shutdown_signal()));
+    let n = args.nodes.clamp(1, 7);
+    let members: Vec<(u64, String)> = (0..n)
+        .map(|i| {
+            let mut a = args.listen;
+            a.set_port(args.listen.port() + i);
+            (u64::from(i) + 1, a.to_string())
+        })
+        .collect();
+    let mut servers = Vec::new();
+    for (id, addr) in &members {
+        let server_args = ServerArgs {
+            listen: addr.parse()?,
+            data_dir: args.data_dir.join(format!("node-{id}")),
+            id: Some(*id),
+            initial_cluster: members.clone(),
+            join: None,
+        };
+        servers.push(start(&server_args).await?);
+    }
+    let endpoint = members[0].1.clone();
+    let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let mut serving = Vec::new();
+    for server in servers {
+        let mut stop = stop_tx.subscribe();
+        serving.push(tokio::spawn(server.serve(async move {
+            let _ = stop.recv().await;
+        })));
+    }
     let setup = async {
         for (name, bytes) in examples::EXAMPLES {
             let (info, _) = deploy_bytes(&endpoint, name, bytes.to_vec(), false).await?;
@@ -104,6 +161,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
                 let g = c
                     .create_group(CreateGroupRequest {
                         plugin: name.to_string(),
+                        replicas: 0,
                     })
                     .await
                     .map_err(status_error)?
@@ -113,29 +171,43 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
                 groups.push(g);
             }
         }
+        println!("\nnodes:");
+        for (id, addr) in &members {
+            println!("  node {id} on {addr}");
+        }
         println!("\ngroups:");
         for g in &groups {
-            println!("  group {:<4} runs {}", g.group_id, g.plugin);
+            println!(
+                "  group {:<4} runs {:<12} replicas (peer ids) {:?}",
+                g.group_id, g.plugin, g.peers
+            );
         }
         let kv = groups
             .iter()
             .find(|g| g.plugin.starts_with("kv@"))
             .map_or(1, |g| g.group_id);
+        let other = members.last().map_or(endpoint.clone(), |m| m.1.clone());
         println!(
             "\ntry next (in another terminal):\n  \
              flotilla propose --group {kv} '{{\"put\":{{\"key\":\"hello\",\"value\":\"world\"}}}}'\n  \
-             flotilla query   --group {kv} '{{\"get\":{{\"key\":\"hello\"}}}}'\n  \
-             flotilla group list\n  \
+             flotilla query   --group {kv} '{{\"get\":{{\"key\":\"hello\"}}}}' --endpoint {other}\n  \
+             flotilla cluster status\n  \
+             flotilla group status {kv}\n  \
+             flotilla group transfer-leader {kv} --node 2\n  \
              flotilla bench --clients 64 --duration 10s\n\
              (cargo users: `cargo run --release --bin flotilla -- <args>`)\n\
-             Ctrl-C stops the node; its data stays in {}.",
-            args.server.data_dir.display()
+             Ctrl-C stops the nodes; their data stays in {}.",
+            args.data_dir.display()
         );
         anyhow::Ok(())
     };
     if let Err(e) = setup.await {
         eprintln!("flotilla dev: setup failed: {e:#}");
     }
-    serving.await.context("the node task failed")??;
+    shutdown_signal().await;
+    let _ = stop_tx.send(());
+    for s in serving {
+        s.await.context("a node task failed")??;
+    }
     Ok(())
 }

@@ -72,6 +72,18 @@ impl Store {
         Ok(self.plugins.get(digest.0).map_err(err)?.map(|v| v.to_vec()))
     }
 
+    /// The digest of every stored plugin blob.
+    pub fn plugin_digests(&self) -> Result<Vec<PluginDigest>, StoreError> {
+        self.plugins
+            .iter()
+            .map(|item| {
+                let k = item.key().map_err(err)?;
+                PluginDigest::from_slice(&k)
+                    .ok_or_else(|| StoreError("corrupt plugin blob key".into()))
+            })
+            .collect()
+    }
+
     /// Every plugin version, ordered by name then version.
     pub fn list_plugins(&self) -> Result<Vec<PluginRecord>, StoreError> {
         self.meta
@@ -91,6 +103,16 @@ impl Store {
             .batch()
             .durability(Some(fjall::PersistMode::SyncData));
         batch.insert(&self.meta, keys::group_meta_key(record.group()), json);
+        batch.commit().map_err(err)
+    }
+
+    /// Forgets a hosted group's record (synced).
+    pub fn remove_group_record(&self, group: GroupId) -> Result<(), StoreError> {
+        let mut batch = self
+            .db
+            .batch()
+            .durability(Some(fjall::PersistMode::SyncData));
+        batch.remove(&self.meta, keys::group_meta_key(group));
         batch.commit().map_err(err)
     }
 
