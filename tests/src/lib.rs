@@ -35,6 +35,8 @@ pub struct NodeProcess {
     pub bin: PathBuf,
     pub addr: String,
     pub data_dir: PathBuf,
+    /// Extra `flotilla server` arguments (cluster membership).
+    pub args: Vec<String>,
     child: Option<Child>,
     _tmp: Option<tempfile::TempDir>,
 }
@@ -48,6 +50,7 @@ impl NodeProcess {
             bin: PathBuf::from(bin),
             addr: format!("127.0.0.1:{}", free_port()),
             data_dir,
+            args: Vec::new(),
             child: None,
             _tmp: Some(tmp),
         };
@@ -55,22 +58,46 @@ impl NodeProcess {
         Ok(node)
     }
 
+    /// A node that is not started yet (see [`Cluster`]).
+    pub fn unstarted(bin: &str, addr: String, args: Vec<String>) -> anyhow::Result<Self> {
+        let tmp = tempfile::tempdir()?;
+        Ok(Self {
+            bin: PathBuf::from(bin),
+            addr,
+            data_dir: tmp.path().join("data"),
+            args,
+            child: None,
+            _tmp: Some(tmp),
+        })
+    }
+
     /// Starts (again) the process on the same data dir and address.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
-        let log = std::fs::File::create(self.data_dir.with_extension("log"))?;
+        self.spawn()?;
+        self.wait_ready(Duration::from_secs(60)).await
+    }
+
+    /// Starts the process without waiting for it to answer.
+    pub fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir.with_extension("log"))?;
         let child = Command::new(&self.bin)
             .args(["server", "--listen", &self.addr, "--data-dir"])
             .arg(&self.data_dir)
+            .args(&self.args)
             .env("FLOTILLA_LOG", "warn,flotilla=info")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .with_context(|| format!("cannot start {}", self.bin.display()))?;
         self.child = Some(child);
-        self.wait_ready(Duration::from_secs(60)).await
+        Ok(())
     }
 
-    async fn wait_ready(&mut self, limit: Duration) -> anyhow::Result<()> {
+    /// Waits until the node answers admin calls (its meta group has a leader).
+    pub async fn wait_ready(&mut self, limit: Duration) -> anyhow::Result<()> {
         let start = Instant::now();
         loop {
             if let Some(c) = self.child.as_mut()
@@ -101,6 +128,11 @@ impl NodeProcess {
     /// The server's stderr so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.data_dir.with_extension("log")).unwrap_or_default()
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// `kill -9`: no shutdown, no final sync.
@@ -188,6 +220,7 @@ impl NodeProcess {
         let g = a
             .create_group(CreateGroupRequest {
                 plugin: plugin.into(),
+                replicas: 0,
             })
             .await?
             .into_inner()
@@ -237,4 +270,182 @@ pub async fn query(
         .await?
         .into_inner();
     Ok(serde_json::from_slice(&r.output).unwrap_or(serde_json::Value::Null))
+}
+
+/// Several `flotilla server` processes forming one cluster on loopback.
+pub struct Cluster {
+    pub bin: String,
+    pub nodes: Vec<NodeProcess>,
+}
+
+impl Cluster {
+    /// Bootstraps an `n`-node cluster (`--initial-cluster`) and waits for every node.
+    pub async fn start(bin: &str, n: usize) -> anyhow::Result<Self> {
+        let addrs: Vec<String> = (0..n)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let members = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("{}={a}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut nodes = Vec::new();
+        for (i, a) in addrs.iter().enumerate() {
+            let args = vec![
+                "--id".to_string(),
+                (i + 1).to_string(),
+                "--initial-cluster".to_string(),
+                members.clone(),
+            ];
+            let mut node = NodeProcess::unstarted(bin, a.clone(), args)?;
+            node.spawn()?;
+            nodes.push(node);
+        }
+        for node in &mut nodes {
+            node.wait_ready(Duration::from_secs(60)).await?;
+        }
+        Ok(Self {
+            bin: bin.to_string(),
+            nodes,
+        })
+    }
+
+    /// Starts node `id` and joins it to the cluster through node 1.
+    pub async fn join(&mut self, id: u64) -> anyhow::Result<&mut NodeProcess> {
+        let via = self.nodes[0].addr.clone();
+        let args = vec![
+            "--id".to_string(),
+            id.to_string(),
+            "--join".to_string(),
+            via,
+        ];
+        let mut node =
+            NodeProcess::unstarted(&self.bin, format!("127.0.0.1:{}", free_port()), args)?;
+        node.restart().await?;
+        self.nodes.push(node);
+        let last = self.nodes.len() - 1;
+        Ok(&mut self.nodes[last])
+    }
+
+    /// Node `id` (1-based).
+    pub fn node(&mut self, id: u64) -> &mut NodeProcess {
+        &mut self.nodes[id as usize - 1]
+    }
+
+    pub fn addrs(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.addr.clone()).collect()
+    }
+
+    /// Every node's log, for failure messages.
+    pub fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("---- node {} ----\n{}", i + 1, n.log()))
+            .collect()
+    }
+}
+
+/// A client that tries each endpoint in turn until one answers: what an application
+/// with a list of cluster addresses does when a node dies.
+#[derive(Clone)]
+pub struct AnyClient {
+    pub endpoints: Vec<String>,
+}
+
+impl AnyClient {
+    pub fn new(endpoints: Vec<String>) -> Self {
+        Self { endpoints }
+    }
+
+    async fn client(&self, i: usize) -> Option<ClientClient<Channel>> {
+        let e = &self.endpoints[i % self.endpoints.len()];
+        let ch = Channel::from_shared(format!("http://{e}"))
+            .ok()?
+            .connect_timeout(Duration::from_millis(500))
+            .timeout(Duration::from_secs(10))
+            .connect()
+            .await
+            .ok()?;
+        Some(ClientClient::new(ch))
+    }
+
+    /// Proposes, moving to the next node when one is unreachable or not serving.
+    /// `Ok(None)` means the outcome is unknown (the request may have applied).
+    pub async fn propose(
+        &self,
+        group: u64,
+        command: &serde_json::Value,
+        start: usize,
+    ) -> Result<Option<(u64, serde_json::Value)>, tonic::Status> {
+        for attempt in 0..(self.endpoints.len() * 20) {
+            let Some(mut c) = self.client(start + attempt).await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            match propose(&mut c, group, command).await {
+                Ok(r) => return Ok(Some(r)),
+                Err(s)
+                    if s.code() == tonic::Code::Unavailable
+                        && (s.metadata().get("x-flotilla-not-leader").is_some()
+                            || s.message().contains("no reachable leader")
+                            || s.message().contains("tcp connect")) =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(s)
+                    if matches!(
+                        s.code(),
+                        tonic::Code::Unavailable
+                            | tonic::Code::Cancelled
+                            | tonic::Code::DeadlineExceeded
+                            | tonic::Code::Unknown
+                    ) =>
+                {
+                    return Ok(None);
+                }
+                Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(s) => return Err(s),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Reads with the given consistency from any node that can serve it.
+    pub async fn query(
+        &self,
+        group: u64,
+        request: &serde_json::Value,
+        consistency: ReadConsistency,
+        start: usize,
+    ) -> Result<serde_json::Value, tonic::Status> {
+        let mut last = tonic::Status::unavailable("no node answered");
+        for attempt in 0..(self.endpoints.len() * 20) {
+            let Some(mut c) = self.client(start + attempt).await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            match query(&mut c, group, request, consistency).await {
+                Ok(v) => return Ok(v),
+                Err(s)
+                    if matches!(
+                        s.code(),
+                        tonic::Code::Unavailable
+                            | tonic::Code::NotFound
+                            | tonic::Code::Cancelled
+                            | tonic::Code::DeadlineExceeded
+                            | tonic::Code::ResourceExhausted
+                    ) =>
+                {
+                    last = s;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(s) => return Err(s),
+            }
+        }
+        Err(last)
+    }
 }

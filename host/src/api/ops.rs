@@ -133,7 +133,11 @@ impl Node {
             o => return Err(unexpected(o)),
         };
         let voters: Vec<u64> = record.voters().map(|r| r.peer.0).collect();
-        for r in &record.replicas {
+        // The preferred leader starts last and campaigns at once: its votes reach
+        // replicas that already exist, so it wins without waiting out a timeout.
+        let mut order: Vec<_> = record.replicas.iter().collect();
+        order.sort_by_key(|r| r.peer == record.preferred_leader);
+        for r in order {
             let req = StartReplicaRequest {
                 group_id: record.id.0,
                 peer_id: r.peer.0,

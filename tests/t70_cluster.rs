@@ -1,0 +1,434 @@
+//! The cluster on real processes: three (or four) `flotilla server`s on loopback, each
+//! with its own data dir, talking over the gRPC transport. Leader failure under
+//! writes, snapshot catch-up after compaction, a node joining and taking over a
+//! replica, leader transfer and node drain under load, leader spread over 100 groups,
+//! and the bank's total through all of it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use flotilla::proto::v1::cluster_client::ClusterClient;
+use flotilla::proto::v1::{
+    AddReplicaRequest, ClusterStatusRequest, CreateGroupRequest, DrainNodeRequest,
+    GroupStatusRequest, ReadConsistency, RemoveReplicaRequest, ReplicaDigestRequest,
+    TransferLeaderRequest,
+};
+use flotilla_tests::{AnyClient, Cluster};
+use parking_lot::Mutex;
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_flotilla");
+
+async fn cluster_client(addr: &str) -> anyhow::Result<ClusterClient<tonic::transport::Channel>> {
+    Ok(ClusterClient::new(
+        tonic::transport::Channel::from_shared(format!("http://{addr}"))?
+            .connect()
+            .await?,
+    ))
+}
+
+async fn create(c: &Cluster, via: usize, plugin: &str) -> anyhow::Result<u64> {
+    let mut a = c.nodes[via].admin().await?;
+    let g = a
+        .create_group(CreateGroupRequest {
+            plugin: plugin.into(),
+            replicas: 3,
+        })
+        .await?
+        .into_inner()
+        .group
+        .unwrap_or_default();
+    assert_eq!(g.peers.len(), 3, "{g:?}");
+    Ok(g.group_id)
+}
+
+/// The node id of the group's leader, asked through `addr`.
+async fn leader_node(addr: &str, group: u64) -> anyhow::Result<u64> {
+    for _ in 0..100 {
+        let ch = tonic::transport::Channel::from_shared(format!("http://{addr}"))?
+            .connect()
+            .await?;
+        let mut a = flotilla::proto::v1::admin_client::AdminClient::new(ch);
+        if let Ok(st) = a.group_status(GroupStatusRequest { group_id: group }).await {
+            let st = st.into_inner();
+            if st.role == "Leader" && st.leader_peer_id != 0 {
+                return Ok(st.leader_peer_id & 0xFFFF);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("group {group} has no leader")
+}
+
+/// Writers putting unique keys until stopped; returns the keys acknowledged.
+struct Writers {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<String>>>,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Writers {
+    fn start(client: &AnyClient, group: u64, n: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let tasks = (0..n)
+            .map(|w| {
+                let (client, stop, acked) = (client.clone(), stop.clone(), acked.clone());
+                tokio::spawn(async move {
+                    let mut i = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let key = format!("w{w}-{i}");
+                        let cmd = json!({"put": {"key": key, "value": i.to_string()}});
+                        if client.propose(group, &cmd, w).await?.is_some() {
+                            acked.lock().push(key);
+                        }
+                        i += 1;
+                    }
+                    anyhow::Ok(())
+                })
+            })
+            .collect();
+        Self { stop, acked, tasks }
+    }
+
+    async fn finish(self) -> anyhow::Result<Vec<String>> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await??;
+        }
+        let acked = self.acked.lock().clone();
+        Ok(acked)
+    }
+
+    fn count(&self) -> usize {
+        self.acked.lock().len()
+    }
+}
+
+async fn wait_acked(w: &Writers, at_least: usize) {
+    let start = Instant::now();
+    while w.count() < at_least && start.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn check_all_readable(client: &AnyClient, group: u64, keys: &[String]) -> anyhow::Result<()> {
+    for (i, key) in keys.iter().enumerate() {
+        let v = client
+            .query(
+                group,
+                &json!({"get": {"key": key}}),
+                ReadConsistency::Linearizable,
+                i,
+            )
+            .await?;
+        anyhow::ensure!(
+            !v["value"].is_null(),
+            "acknowledged write {key} is lost: {v}"
+        );
+    }
+    Ok(())
+}
+
+/// Waits until every listed node reports the same digest at the same applied index.
+async fn digests_agree(addrs: &[String], group: u64) -> anyhow::Result<(u64, String)> {
+    let mut last = Vec::new();
+    for _ in 0..300 {
+        let mut got = Vec::new();
+        for a in addrs {
+            if let Ok(mut c) = cluster_client(a).await
+                && let Ok(d) = c
+                    .replica_digest(ReplicaDigestRequest { group_id: group })
+                    .await
+            {
+                let d = d.into_inner();
+                got.push((d.applied_index, d.digest));
+            }
+        }
+        if got.len() == addrs.len() && got.iter().all(|g| *g == got[0]) {
+            return Ok(got[0].clone());
+        }
+        last = got;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("replicas of group {group} never agreed: {last:?}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_killed_under_writes_loses_nothing_and_the_node_catches_up() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(BIN, 3).await?;
+    cluster.nodes[0]
+        .deploy("kv", flotilla::examples::KV)
+        .await?;
+    let group = create(&cluster, 1, "kv").await?;
+    let client = AnyClient::new(cluster.addrs());
+    let writers = Writers::start(&client, group, 8);
+    wait_acked(&writers, 200).await;
+    let leader = leader_node(&cluster.nodes[0].addr, group).await?;
+    let before = writers.count();
+    let killed_at = Instant::now();
+    cluster.node(leader).kill9()?;
+    // The survivors elect a leader and keep acknowledging writes.
+    while writers.count() < before + 50 {
+        anyhow::ensure!(
+            killed_at.elapsed() < Duration::from_secs(20),
+            "no writes acknowledged for 20 s after the leader died\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let other = if leader == 1 { 2 } else { 1 };
+    let new_leader = leader_node(&cluster.node(other).addr.clone(), group).await?;
+    println!(
+        "leader {leader} killed; node {new_leader} leads; 50 more writes acknowledged {:?} later",
+        killed_at.elapsed()
+    );
+    assert_ne!(new_leader, leader);
+    cluster.node(leader).restart().await?;
+    wait_acked(&writers, writers.count() + 100).await;
+    let acked = writers.finish().await?;
+    check_all_readable(&client, group, &acked).await?;
+    let (index, digest) = digests_agree(&cluster.addrs(), group).await?;
+    println!(
+        "{} acknowledged writes all read back; replicas agree at index {index}: {digest}",
+        acked.len()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_down_through_compaction_catches_up_by_snapshot() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(BIN, 3).await?;
+    cluster.nodes[0]
+        .deploy("kv", flotilla::examples::KV)
+        .await?;
+    let group = create(&cluster, 0, "kv").await?;
+    let leader = leader_node(&cluster.nodes[0].addr, group).await?;
+    let follower = (1..=3).find(|n| *n != leader).unwrap_or(3);
+    cluster.node(follower).kill9()?;
+    let client = AnyClient::new(vec![cluster.node(leader).addr.clone()]);
+    // One client, one command per entry: past the compaction threshold (2 x 1024).
+    for i in 0..2300u32 {
+        let cmd = json!({"put": {"key": format!("k{}", i % 500), "value": i.to_string()}});
+        client.propose(group, &cmd, 0).await?;
+    }
+    let mut a = cluster.node(leader).admin().await?;
+    let st = a
+        .group_status(GroupStatusRequest { group_id: group })
+        .await?
+        .into_inner();
+    assert!(
+        st.first_index > 100,
+        "the leader's log was not compacted: {st:?}"
+    );
+    cluster.node(follower).restart().await?;
+    let (index, digest) = digests_agree(&cluster.addrs(), group).await?;
+    let log = cluster.node(follower).log();
+    assert!(
+        log.contains("snapshot installed"),
+        "the follower did not catch up by snapshot:\n{log}"
+    );
+    println!("follower {follower} installed a snapshot; replicas agree at {index}: {digest}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_joining_node_takes_over_a_replica_under_writes() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(BIN, 3).await?;
+    cluster.nodes[0]
+        .deploy("kv", flotilla::examples::KV)
+        .await?;
+    let group = create(&cluster, 0, "kv").await?;
+    let client = AnyClient::new(cluster.addrs());
+    let writers = Writers::start(&client, group, 4);
+    wait_acked(&writers, 100).await;
+    cluster.join(4).await?;
+    let mut c = cluster_client(&cluster.nodes[0].addr).await?;
+    let added = c
+        .add_replica(AddReplicaRequest {
+            group_id: group,
+            node_id: 4,
+            learner_only: false,
+        })
+        .await?
+        .into_inner();
+    let new_peer = added.replica.unwrap_or_default();
+    assert_eq!(new_peer.node_id, 4);
+    let mut a = cluster.nodes[0].admin().await?;
+    let st = a
+        .group_status(GroupStatusRequest { group_id: group })
+        .await?
+        .into_inner();
+    let old = st
+        .replicas
+        .iter()
+        .find(|r| r.node_id == 1)
+        .map(|r| r.peer_id)
+        .unwrap_or_default();
+    c.remove_replica(RemoveReplicaRequest {
+        group_id: group,
+        peer_id: old,
+    })
+    .await?;
+    wait_acked(&writers, writers.count() + 100).await;
+    let acked = writers.finish().await?;
+    check_all_readable(&client, group, &acked).await?;
+    let addrs: Vec<String> = cluster.nodes[1..].iter().map(|n| n.addr.clone()).collect();
+    let (index, _) = digests_agree(&addrs, group).await?;
+    // The old replica's data is destroyed once the removal applies there.
+    let mut gone = false;
+    for _ in 0..100 {
+        let mut c1 = cluster_client(&cluster.nodes[0].addr).await?;
+        if c1
+            .replica_digest(ReplicaDigestRequest { group_id: group })
+            .await
+            .is_err_and(|s| s.code() == tonic::Code::NotFound)
+        {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "node 1 still holds group {group}\n{}", cluster.logs());
+    println!(
+        "{} writes acknowledged and read back; nodes 2-4 agree at {index}",
+        acked.len()
+    );
+    Ok(())
+}
+
+async fn bank_total(client: &AnyClient, group: u64) -> anyhow::Result<serde_json::Value> {
+    let t = client
+        .query(
+            group,
+            &json!({"total": {}}),
+            ReadConsistency::Linearizable,
+            0,
+        )
+        .await?;
+    Ok(t["total"].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn transfer_leader_and_drain_under_load_conserve_the_bank() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(BIN, 3).await?;
+    cluster.nodes[0]
+        .deploy("bank", flotilla::examples::BANK)
+        .await?;
+    let group = create(&cluster, 0, "bank").await?;
+    cluster.join(4).await?;
+    let client = AnyClient::new(cluster.addrs());
+    let accounts = ["a", "b", "c", "d"];
+    for a in accounts {
+        client
+            .propose(group, &json!({"open": {"account": a, "initial": 100}}), 0)
+            .await?;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for w in 0..4usize {
+        let (client, stop) = (client.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let cmd = json!({"transfer": {"from": accounts[(w + i) % 4], "to": accounts[(w + 2 * i + 1) % 4], "amount": (w * 7 + i * 13) % 60 + 1}});
+                match client.propose(group, &cmd, w).await {
+                    Ok(_) => {}
+                    Err(e) if e.code() == tonic::Code::FailedPrecondition => {}
+                    Err(e) => return Err(anyhow::anyhow!("{cmd}: {e:?}")),
+                }
+                i += 1;
+            }
+            anyhow::Ok(i)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let leader = leader_node(&cluster.nodes[0].addr, group).await?;
+    let target = (1..=3).find(|n| *n != leader).unwrap_or(2);
+    let mut c = cluster_client(&cluster.nodes[0].addr).await?;
+    let r = c
+        .transfer_leader(TransferLeaderRequest {
+            group_id: group,
+            peer_id: 0,
+            node_id: target,
+        })
+        .await?
+        .into_inner();
+    assert_eq!(r.leader_peer_id & 0xFFFF, target);
+    assert_eq!(leader_node(&cluster.nodes[0].addr, group).await?, target);
+    // Drain the node that leads now: its replica (and leadership) move away.
+    let drained = c
+        .drain_node(DrainNodeRequest { node_id: target })
+        .await?
+        .into_inner();
+    assert_eq!(drained.moved, 1, "{drained:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut transfers = 0;
+    for t in tasks {
+        transfers += t.await??;
+    }
+    let mut a = cluster.nodes[0].admin().await?;
+    let st = a
+        .group_status(GroupStatusRequest { group_id: group })
+        .await?
+        .into_inner();
+    assert!(
+        st.replicas.iter().all(|r| r.node_id != target),
+        "node {target} still hosts group {group}: {:?}",
+        st.replicas
+    );
+    assert_eq!(bank_total(&client, group).await?, json!(400));
+    let addrs: Vec<String> = st
+        .replicas
+        .iter()
+        .map(|r| cluster.node(r.node_id).addr.clone())
+        .collect();
+    digests_agree(&addrs, group).await?;
+    println!("{transfers} transfers attempted; total 400 after transfer-leader and drain");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hundred_groups_spread_their_leaders() -> anyhow::Result<()> {
+    let cluster = Cluster::start(BIN, 3).await?;
+    cluster.nodes[0]
+        .deploy("counter", flotilla::examples::COUNTER)
+        .await?;
+    for _ in 0..100 {
+        create(&cluster, 0, "counter").await?;
+    }
+    let mut c = cluster_client(&cluster.nodes[0].addr).await?;
+    let mut leaders = Vec::new();
+    for _ in 0..100 {
+        let st = c
+            .cluster_status(ClusterStatusRequest {})
+            .await?
+            .into_inner();
+        let total: u32 = st.groups.iter().filter(|g| g.group_id != 0).count() as u32;
+        leaders = st
+            .nodes
+            .iter()
+            .map(|n| {
+                st.groups
+                    .iter()
+                    .filter(|g| g.group_id != 0 && g.leader_node_id == n.node_id)
+                    .count()
+            })
+            .collect::<Vec<_>>();
+        if total == 100 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("leaders per node: {leaders:?}");
+    assert_eq!(leaders.iter().sum::<usize>(), 100, "{leaders:?}");
+    for l in &leaders {
+        assert!(
+            (25..=42).contains(l),
+            "leaders per node {leaders:?} are not about a third each"
+        );
+    }
+    Ok(())
+}
