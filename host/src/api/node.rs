@@ -171,12 +171,15 @@ impl Node {
     }
 
     pub async fn meta_cmd(&self, cmd: &MetaCommand) -> Result<MetaOutput, Status> {
-        let out = self.meta_raw(cmd.encode(), false).await?;
+        let out = self
+            .meta_raw(cmd.encode(), false)
+            .await
+            .map_err(not_found)?;
         MetaOutput::decode(&out).map_err(|e| Status::internal(e.to_string()))
     }
 
     pub async fn meta_query(&self, q: &MetaQuery) -> Result<MetaOutput, Status> {
-        let out = self.meta_raw(q.encode(), true).await?;
+        let out = self.meta_raw(q.encode(), true).await.map_err(not_found)?;
         MetaOutput::decode(&out).map_err(|e| Status::internal(e.to_string()))
     }
 
@@ -393,6 +396,25 @@ impl Node {
     /// The group's plugin as this replica runs it.
     pub fn group_digest(&self, group: GroupId) -> Option<PluginDigest> {
         self.raft.applied(group).map(|s| s.plugin)
+    }
+}
+
+/// The meta group refuses requests about missing things as "rejected"; to a client
+/// they are NOT_FOUND (an unknown group, plugin, node or peer).
+fn not_found(s: Status) -> Status {
+    let m = s.message();
+    let missing = m.contains("does not exist")
+        || m.contains("is not deployed")
+        || m.contains("is not registered")
+        || m.contains(" has no peer ")
+        || m.contains(" is deployed; deployed plugins");
+    if s.code() == tonic::Code::FailedPrecondition && missing {
+        Status::not_found(
+            m.trim_start_matches("the plugin rejected the command: ")
+                .to_string(),
+        )
+    } else {
+        s
     }
 }
 
