@@ -432,3 +432,52 @@ async fn a_hundred_groups_spread_their_leaders() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retried_request_id_applies_once_even_across_a_leader_change() -> anyhow::Result<()> {
+    use flotilla::proto::v1::ProposeRequest;
+    let mut cluster = Cluster::start(BIN, 3).await?;
+    cluster.nodes[0]
+        .deploy("counter", flotilla::examples::COUNTER)
+        .await?;
+    let group = create(&cluster, 0, "counter").await?;
+    let add = |rid: &str| ProposeRequest {
+        group_id: group,
+        command: json!({"add": {"delta": 1}}).to_string().into_bytes(),
+        request_id: rid.into(),
+    };
+    let mut c = cluster.nodes[1].client().await?;
+    let first = c.propose(add("req-1")).await?.into_inner();
+    let again = c.propose(add("req-1")).await?.into_inner();
+    assert_eq!(first.output, again.output, "a retry got a different answer");
+    // The retry goes to another node after the leader dies: still applied once.
+    let leader = leader_node(&cluster.nodes[0].addr, group).await?;
+    cluster.node(leader).kill9()?;
+    let survivor = if leader == 1 { 2 } else { 1 };
+    let client = AnyClient::new(vec![cluster.node(survivor).addr.clone()]);
+    let mut retried = None;
+    for _ in 0..100 {
+        let mut c = cluster.node(survivor).client().await?;
+        match c.propose(add("req-1")).await {
+            Ok(r) => {
+                retried = Some(r.into_inner());
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let retried = retried.ok_or_else(|| anyhow::anyhow!("no leader after the kill"))?;
+    assert_eq!(retried.output, first.output);
+    client
+        .propose(group, &json!({"add": {"delta": 1}}), 0)
+        .await?;
+    let v = client
+        .query(group, &json!({"get": {}}), ReadConsistency::Linearizable, 0)
+        .await?;
+    assert_eq!(
+        v,
+        json!(2),
+        "three sends of req-1 and one plain add must count 2"
+    );
+    Ok(())
+}

@@ -460,7 +460,7 @@ pub enum MetaError {
     #[error("node id {0} is out of range: node ids are 1..={NODE_ID_MAX}")]
     NodeIdOutOfRange(u64),
     #[error("address {addr:?} is not usable: {reason}")]
-    BadAddress { addr: String, reason: &'static str },
+    BadAddress { addr: String, reason: String },
     #[error("address {addr} is already registered by node {node}")]
     AddressTaken { addr: String, node: NodeId },
     #[error("the cluster already records {NODES_MAX} nodes, the most it can hold")]
@@ -476,7 +476,7 @@ pub enum MetaError {
     #[error("node {node} already hosts {replicas} replicas, the most one node may host")]
     NodeFull { node: NodeId, replicas: u64 },
     #[error("plugin name {name:?} is not valid: {reason}")]
-    BadPluginName { name: String, reason: &'static str },
+    BadPluginName { name: String, reason: String },
     #[error("plugin size of {0} bytes is not valid: it must be 1..={max}", max = limits::PLUGIN_SIZE_BYTES_MAX)]
     BadPluginSize(u64),
     #[error("digest {0} is reserved for the built-in meta state machine")]
@@ -490,7 +490,7 @@ pub enum MetaError {
     #[error("plugin {0} is not deployed")]
     NoSuchBlob(PluginDigest),
     #[error("plugin spec {spec:?} is not valid: {reason}")]
-    BadSpec { spec: String, reason: &'static str },
+    BadSpec { spec: String, reason: String },
     #[error("{what}; deployed plugins: {deployed}")]
     NoSuchPlugin { what: String, deployed: String },
     #[error("{name}@{version} is not deployed; {name} has versions 1 to {latest}")]
@@ -774,17 +774,17 @@ fn write_group(
 }
 
 fn check_addr(addr: &str) -> Result<(), MetaError> {
-    let bad = |reason| {
+    let bad = |reason: &str| {
         Err(MetaError::BadAddress {
             addr: addr.into(),
-            reason,
+            reason: reason.into(),
         })
     };
     if addr.is_empty() {
         return bad("it is empty");
     }
     if addr.len() > NODE_ADDR_BYTES_MAX {
-        return bad("it is longer than 256 bytes");
+        return bad(&format!("it is longer than {NODE_ADDR_BYTES_MAX} bytes"));
     }
     if addr.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return bad("it contains whitespace or control characters");
@@ -793,21 +793,21 @@ fn check_addr(addr: &str) -> Result<(), MetaError> {
 }
 
 /// Why `name` cannot be a plugin name, if it cannot.
-fn plugin_name_problem(name: &str) -> Option<&'static str> {
+fn plugin_name_problem(name: &str) -> Option<String> {
     if name.is_empty() {
-        return Some("it is empty");
+        return Some("it is empty".into());
     }
     if name.len() > PLUGIN_NAME_BYTES_MAX {
-        return Some("it is longer than 64 bytes");
+        return Some(format!("it is longer than {PLUGIN_NAME_BYTES_MAX} bytes"));
     }
     if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
-        return Some("it must start with a letter or digit");
+        return Some("it must start with a letter or digit".into());
     }
     if !name
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     {
-        return Some("only ASCII letters, digits, '-', '_' and '.' are allowed");
+        return Some("only ASCII letters, digits, '-', '_' and '.' are allowed".into());
     }
     None
 }
@@ -1122,6 +1122,7 @@ fn create_group(
         .filter(|n| chosen.contains(&n.id))
         .min_by_key(|n| (n.preferred_leaders, n.id))
         .map(|n| n.id)
+        // Unreachable: `chosen` holds `replicas` >= 1 registered nodes.
         .ok_or(MetaError::BadReplicaCount(replicas))?;
     let id = GroupId(next_seq(kv, keys::SEQ_GROUP, 1, u64::MAX - 1, "group")?);
     let mut members = Vec::with_capacity(chosen.len());
@@ -1327,9 +1328,9 @@ fn groups_page(mut groups: Vec<GroupRecord>, limit: u32) -> MetaOutput {
 }
 
 fn resolve(kv: &KvView, spec: &str) -> Result<PluginRecord, MetaError> {
-    let bad = |reason| MetaError::BadSpec {
+    let bad = |reason: &str| MetaError::BadSpec {
         spec: spec.into(),
-        reason,
+        reason: reason.into(),
     };
     if let Some(hex) = spec.strip_prefix("sha256:") {
         let digest = PluginDigest::from_hex(hex)
@@ -1361,7 +1362,7 @@ fn resolve(kv: &KvView, spec: &str) -> Result<PluginRecord, MetaError> {
         ));
     }
     if let Some(reason) = plugin_name_problem(name) {
-        return Err(bad(reason));
+        return Err(bad(&reason));
     }
     let Some(latest) = get::<u32>(kv, &keys::latest(name))? else {
         return Err(MetaError::NoSuchPlugin {

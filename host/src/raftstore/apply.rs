@@ -9,7 +9,8 @@ use raft::eraftpb::{Entry, EntryType};
 use tokio::sync::oneshot;
 
 use super::FatalHandler;
-use super::fsm::{EntryContext, FsmError, KvView, StateMachineHost, WriteSet};
+use super::dedup;
+use super::fsm::{CommandOutcome, EntryContext, FsmError, KvView, StateMachineHost, WriteSet};
 use super::msg::{Proposed, RaftError};
 use super::payload::{self, Payload};
 use super::peer::{Committed, PendingProposal, Replies};
@@ -181,18 +182,69 @@ impl ApplyLoop {
                     timestamp_ms: state.applied_timestamp_ms,
                     random_seed: EntryContext::seed_for(group, entry.index),
                 };
-                let cmds: Vec<&[u8]> = commands.iter().map(|c| c.data.as_slice()).collect();
+                // Commands with a request id seen before get their recorded outcome;
+                // a repeat inside this entry gets the outcome of its first copy.
                 let reader = self.store.clone();
-                let view = KvView::for_apply(reader, group);
-                let (view, outcomes) = self.fsm.apply_entry(state.plugin, ctx, &cmds, view);
-                if let Some(Err(e)) = outcomes
+                let mut host_writes = WriteSet::new();
+                let mut recorded: Vec<Option<CommandOutcome>> = vec![None; commands.len()];
+                let mut copy_of: Vec<Option<usize>> = vec![None; commands.len()];
+                let mut run: Vec<usize> = Vec::new();
+                for (i, c) in commands.iter().enumerate() {
+                    if !c.request_id.is_empty() {
+                        match dedup::lookup(&*reader, &host_writes, group, &c.request_id) {
+                            Ok(Some(o)) => {
+                                recorded[i] = Some(o);
+                                continue;
+                            }
+                            Ok(None) => {}
+                            Err(e) => {
+                                (self.fatal)(&format!("group {group} at {}: {e}", entry.index));
+                                return None;
+                            }
+                        }
+                        if let Some(&j) = run
+                            .iter()
+                            .find(|&&j| commands[j].request_id == c.request_id)
+                        {
+                            copy_of[i] = Some(j);
+                            continue;
+                        }
+                    }
+                    run.push(i);
+                }
+                let cmds: Vec<&[u8]> = run.iter().map(|&i| commands[i].data.as_slice()).collect();
+                let view = KvView::for_apply(reader.clone(), group);
+                let (view, ran) = self.fsm.apply_entry(state.plugin, ctx, &cmds, view);
+                if let Some(Err(e)) = ran
                     .iter()
                     .find(|o| matches!(o, Err(FsmError::Storage(_) | FsmError::HostFault(_))))
                 {
                     (self.fatal)(&format!("group {group} at {}: {e}", entry.index));
                     return None;
                 }
-                Some((view.into_writes(), Outcome::Commands(outcomes)))
+                let ts = state.applied_timestamp_ms;
+                for (&i, o) in run.iter().zip(&ran) {
+                    if !commands[i].request_id.is_empty() {
+                        dedup::record(&mut host_writes, ts, &commands[i].request_id, o);
+                    }
+                    recorded[i] = Some(o.clone());
+                }
+                for i in 0..commands.len() {
+                    if let Some(j) = copy_of[i] {
+                        recorded[i] = recorded[j].clone();
+                    }
+                }
+                if let Err(e) = dedup::expire(&*reader, &mut host_writes, group, ts) {
+                    (self.fatal)(&format!("group {group} at {}: {e}", entry.index));
+                    return None;
+                }
+                let outcomes: Vec<CommandOutcome> = recorded
+                    .into_iter()
+                    .map(|o| o.unwrap_or_else(|| Err(FsmError::Rejected("no outcome".into()))))
+                    .collect();
+                let mut writes = view.into_writes();
+                writes.extend(host_writes);
+                Some((writes, Outcome::Commands(outcomes)))
             }
         }
     }

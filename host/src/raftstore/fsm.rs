@@ -165,6 +165,9 @@ impl KvView {
     }
 
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, FsmError> {
+        if key.starts_with(super::dedup::RESERVED_PREFIX) {
+            return Err(reserved());
+        }
         if let Some(v) = self.command.get(key) {
             return Ok(v.clone());
         }
@@ -189,6 +192,9 @@ impl KvView {
     fn check_write(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), FsmError> {
         if self.read_only {
             return Err(FsmError::KvMisuse("a query may not write".into()));
+        }
+        if key.starts_with(super::dedup::RESERVED_PREFIX) {
+            return Err(reserved());
         }
         if key.len() > limits::KV_KEY_BYTES_MAX {
             return Err(FsmError::KvMisuse(format!(
@@ -218,6 +224,12 @@ impl KvView {
     /// [`limits::KV_SCAN_PAIRS_MAX`]), merging buffered writes over committed state.
     pub fn scan(&self, start: &[u8], end: Option<&[u8]>, limit: u32) -> Result<KvPairs, FsmError> {
         let limit = limit.min(limits::KV_SCAN_PAIRS_MAX) as usize;
+        // Host-reserved keys sort last; a scan never reaches them.
+        let reserved = super::dedup::RESERVED_PREFIX;
+        let end = match end {
+            Some(e) if e <= reserved => Some(e),
+            _ => Some(reserved),
+        };
         if limit == 0 || end.is_some_and(|e| e <= start) {
             return Ok(Vec::new());
         }
@@ -254,6 +266,10 @@ impl KvView {
         self.discard_command();
         self.entry
     }
+}
+
+fn reserved() -> FsmError {
+    FsmError::KvMisuse("keys starting with 0xFF 0xFF are reserved for the host".into())
 }
 
 /// Merges three ascending layers; the first layer that has a key decides its value.

@@ -17,6 +17,7 @@
 //! - [`fsm`], [`traits`]: the contracts other rooms implement.
 
 pub mod apply;
+pub mod dedup;
 pub mod fsm;
 pub mod handle;
 pub mod leaders;

@@ -349,12 +349,12 @@ fn node_states_and_removal_rules() {
 #[test]
 fn plugin_versions_and_already_present() {
     let mut meta = Meta::cluster(2);
-    let (kv1, present) = (
-        meta.q(&MetaQuery::ResolvePlugin { spec: "kv".into() }),
-        false,
-    );
-    let kv1 = kv1.into_plugin().expect("plugin");
-    assert_eq!((kv1.version, present), (1, false));
+    let kv1 = meta
+        .q(&MetaQuery::ResolvePlugin { spec: "kv".into() })
+        .into_plugin()
+        .expect("plugin");
+    assert_eq!(kv1.version, 1);
+    assert_eq!(kv1.deployed_at_ms, 3000);
     assert_eq!(kv1.holders, [NodeId(1)]);
 
     // Same digest as the latest: the existing record, with the new holder.
@@ -732,6 +732,44 @@ fn add_promote_and_remove_replicas() {
     );
     meta.ok(&remove(learner.peer));
     meta.check_consistent();
+}
+
+#[test]
+fn a_removed_preferred_leader_is_replaced_on_the_least_leading_node() {
+    let mut meta = Meta::cluster(3);
+    let g1 = meta.create(3);
+    let g2 = meta.create(3);
+    assert_eq!(g1.preferred_leader.node(), NodeId(1));
+    assert_eq!(g2.preferred_leader.node(), NodeId(2));
+    // g1's remaining voters are on nodes 2 (prefers g2) and 3 (prefers none).
+    let after = meta
+        .ok(&MetaCommand::RemoveReplica {
+            group: g1.id,
+            peer: g1.preferred_leader,
+        })
+        .into_group()
+        .expect("group");
+    assert_eq!(after.preferred_leader.node(), NodeId(3));
+    meta.check_consistent();
+}
+
+#[test]
+fn corrupt_state_is_a_storage_fault_not_an_outcome() {
+    let mut meta = Meta::cluster(2);
+    meta.mem.insert(b"node/00000000000000000002", b"{not json");
+    let out = meta.apply(&MetaCommand::CreateGroup {
+        plugin_digest: PluginDigest::of(b"kv"),
+        replicas: 1,
+    });
+    match out {
+        Err(FsmError::Storage(msg)) => {
+            assert!(
+                msg.starts_with("corrupt meta record at node/00000000000000000002"),
+                "{msg}"
+            )
+        }
+        other => panic!("expected a storage fault, got {other:?}"),
+    }
 }
 
 #[test]
