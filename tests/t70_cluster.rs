@@ -346,6 +346,14 @@ async fn transfer_leader_and_drain_under_load_conserve_the_bank() -> anyhow::Res
     tokio::time::sleep(Duration::from_secs(1)).await;
     let leader = leader_node(&cluster.nodes[0].addr, group).await?;
     let target = (1..=3).find(|n| *n != leader).unwrap_or(2);
+    // A leader watcher on the target node sees the change.
+    let mut watch = cluster
+        .node(target)
+        .client()
+        .await?
+        .watch_leaders(flotilla::proto::v1::WatchLeadersRequest {})
+        .await?
+        .into_inner();
     let mut c = cluster_client(&cluster.nodes[0].addr).await?;
     let r = c
         .transfer_leader(TransferLeaderRequest {
@@ -357,6 +365,20 @@ async fn transfer_leader_and_drain_under_load_conserve_the_bank() -> anyhow::Res
         .into_inner();
     assert_eq!(r.leader_peer_id & 0xFFFF, target);
     assert_eq!(leader_node(&cluster.nodes[0].addr, group).await?, target);
+    let seen = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(ev) = tokio_stream::StreamExt::next(&mut watch).await {
+            let ev = ev?;
+            if ev.group_id == group && ev.leader_node_id == target {
+                return anyhow::Ok(ev);
+            }
+        }
+        anyhow::bail!("the watch stream ended")
+    })
+    .await??;
+    println!(
+        "watcher saw group {group} led by node {} in term {}",
+        seen.leader_node_id, seen.term
+    );
     // Drain the node that leads now: its replica (and leadership) move away.
     let drained = c
         .drain_node(DrainNodeRequest { node_id: target })

@@ -70,9 +70,24 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
             .context("no group in the answer")?;
         groups.push(g.group_id);
     }
-    let mut channels = Vec::new();
-    for _ in 0..a.connections.max(1) {
-        channels.push(channel(&a.opts.endpoint).await?);
+    // Like a smart client, send each group's writes to its leader's node (found from
+    // `cluster status`); groups whose leader is unknown go to --endpoint (forwarded).
+    let leaders = leader_addrs(&a.opts.endpoint, &groups).await;
+    let mut pools: std::collections::HashMap<String, Vec<tonic::transport::Channel>> =
+        std::collections::HashMap::new();
+    for addr in leaders
+        .values()
+        .cloned()
+        .chain(std::iter::once(a.opts.endpoint.clone()))
+    {
+        if pools.contains_key(&addr) {
+            continue;
+        }
+        let mut channels = Vec::new();
+        for _ in 0..a.connections.max(1) {
+            channels.push(channel(&addr).await?);
+        }
+        pools.insert(addr, channels);
     }
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
@@ -81,8 +96,10 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     let value = "v".repeat(a.value_size);
     let mut tasks = Vec::new();
     for i in 0..a.clients {
-        let mut c = ClientClient::new(channels[i % channels.len()].clone());
         let group = groups[i % groups.len()];
+        let addr = leaders.get(&group).unwrap_or(&a.opts.endpoint);
+        let channels = pools.get(addr).context("no connection pool")?;
+        let mut c = ClientClient::new(channels[i % channels.len()].clone());
         let (done, errors, value) = (done.clone(), errors.clone(), value.clone());
         tasks.push(tokio::spawn(async move {
             let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
@@ -154,4 +171,32 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         ),
     }
     Ok(())
+}
+
+/// Group → the address of the node that leads it, once leaders are elected (best effort).
+async fn leader_addrs(endpoint: &str, groups: &[u64]) -> std::collections::HashMap<u64, String> {
+    let mut out = std::collections::HashMap::new();
+    let Ok(ch) = channel(endpoint).await else {
+        return out;
+    };
+    let mut c = crate::proto::v1::cluster_client::ClusterClient::new(ch);
+    for _ in 0..50 {
+        if let Ok(st) = c
+            .cluster_status(crate::proto::v1::ClusterStatusRequest {})
+            .await
+        {
+            let st = st.into_inner();
+            out.clear();
+            for g in &st.groups {
+                if let Some(n) = st.nodes.iter().find(|n| n.node_id == g.leader_node_id) {
+                    out.insert(g.group_id, n.addr.clone());
+                }
+            }
+            if groups.iter().all(|g| out.contains_key(g)) {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    out
 }
