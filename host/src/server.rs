@@ -393,7 +393,7 @@ async fn keep_fresh(node: Arc<Node>) {
             }
         }
         round += 1;
-        if registered && round % 10 == 0 {
+        if registered && round.is_multiple_of(10) {
             collect_garbage(&node).await;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;

@@ -36,8 +36,8 @@ fn state_name(s: NodeState) -> &'static str {
 }
 
 impl ClusterService {
-    fn local_status(&self) -> impl Future<Output = NodeStatusResponse> + '_ {
-        async move {
+    async fn local_status(&self) -> NodeStatusResponse {
+        {
             let mut replicas = Vec::new();
             for g in self.node.raft.groups() {
                 let Ok(st) = self.node.raft.status(g).await else {
