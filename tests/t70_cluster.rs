@@ -139,7 +139,10 @@ async fn digests_agree(addrs: &[String], group: u64) -> anyhow::Result<(u64, Str
         for a in addrs {
             if let Ok(mut c) = cluster_client(a).await
                 && let Ok(d) = c
-                    .replica_digest(ReplicaDigestRequest { group_id: group })
+                    .replica_digest(ReplicaDigestRequest {
+                        group_id: group,
+                        index: 0,
+                    })
                     .await
             {
                 let d = d.into_inner();
@@ -224,6 +227,30 @@ async fn a_follower_down_through_compaction_catches_up_by_snapshot() -> anyhow::
     );
     cluster.node(follower).restart().await?;
     let (index, digest) = digests_agree(&cluster.addrs(), group).await?;
+    // The in-log consistency check agrees too, through the CLI.
+    let out =
+        cluster
+            .node(follower)
+            .cli(&["group", "check", &group.to_string(), "--output", "json"])?;
+    let checked: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert!(
+        out.status.success(),
+        "{checked} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(checked["consistent"], json!(true), "{checked}");
+    assert_eq!(
+        checked["replicas"].as_array().map(Vec::len),
+        Some(3),
+        "{checked}"
+    );
+    let d0 = &checked["replicas"][0]["digest"];
+    assert!(d0.as_str().is_some_and(|d| d.len() == 64), "{checked}");
+    assert!(
+        checked["replicas"]
+            .as_array()
+            .is_some_and(|r| r.iter().all(|x| &x["digest"] == d0))
+    );
     let log = cluster.node(follower).log();
     assert!(
         log.contains("snapshot installed"),
@@ -281,7 +308,10 @@ async fn a_joining_node_takes_over_a_replica_under_writes() -> anyhow::Result<()
     for _ in 0..100 {
         let mut c1 = cluster_client(&cluster.nodes[0].addr).await?;
         if c1
-            .replica_digest(ReplicaDigestRequest { group_id: group })
+            .replica_digest(ReplicaDigestRequest {
+                group_id: group,
+                index: 0,
+            })
             .await
             .is_err_and(|s| s.code() == tonic::Code::NotFound)
         {
@@ -501,5 +531,74 @@ async fn a_retried_request_id_applies_once_even_across_a_leader_change() -> anyh
         json!(2),
         "three sends of req-1 and one plain add must count 2"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_consistency_check_raises_the_alarm_when_a_replica_diverges() -> anyhow::Result<()> {
+    use flotilla::raftstore::traits::ApplyStore as _;
+    let mut cluster = Cluster::start(BIN, 3).await?;
+    cluster.nodes[0]
+        .deploy("kv", flotilla::examples::KV)
+        .await?;
+    let group = create(&cluster, 0, "kv").await?;
+    let client = AnyClient::new(cluster.addrs());
+    for i in 0..20 {
+        client
+            .propose(
+                group,
+                &json!({"put": {"key": format!("k{i}"), "value": "v"}}),
+                0,
+            )
+            .await?;
+    }
+    let leader = leader_node(&cluster.nodes[0].addr, group).await?;
+    let follower = (1..=3).find(|n| *n != leader).unwrap_or(3);
+    digests_agree(&cluster.addrs(), group).await?;
+    // Change one follower's state behind raft's back (what a diverging plugin would do).
+    cluster.node(follower).stop()?;
+    {
+        let store = flotilla::storage::Store::open(&cluster.node(follower).data_dir.join("db"))?;
+        let g = flotilla::ids::GroupId(group);
+        let state = store
+            .apply_state(g)?
+            .ok_or_else(|| anyhow::anyhow!("no apply state"))?;
+        let mut w = flotilla::raftstore::fsm::WriteSet::new();
+        w.insert(b"k3".to_vec(), Some(b"tampered".to_vec()));
+        store.commit_apply(g, w, state, None)?;
+        store.sync()?;
+    }
+    cluster.node(follower).restart().await?;
+    let out =
+        cluster
+            .node(leader)
+            .cli(&["group", "check", &group.to_string(), "--output", "json"])?;
+    let checked: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(out.status.code(), Some(3), "{checked}");
+    assert_eq!(checked["consistent"], json!(false), "{checked}");
+    let digests: Vec<&serde_json::Value> = checked["replicas"]
+        .as_array()
+        .map(|r| r.iter().map(|x| &x["digest"]).collect())
+        .unwrap_or_default();
+    assert_eq!(digests.len(), 3, "{checked}");
+    let odd = checked["replicas"]
+        .as_array()
+        .and_then(|r| r.iter().find(|x| x["node_id"] == json!(follower)))
+        .map(|x| &x["digest"]);
+    assert!(
+        digests.iter().filter(|d| Some(**d) == odd).count() == 1,
+        "only the tampered replica should differ: {checked}"
+    );
+    let log = cluster.node(leader).log();
+    assert!(
+        log.contains("REPLICA DIVERGENCE"),
+        "no alarm in the leader's log:\n{log}"
+    );
+    let mut a = cluster.node(leader).admin().await?;
+    let st = a
+        .group_status(GroupStatusRequest { group_id: group })
+        .await?
+        .into_inner();
+    assert!(st.last_check.starts_with("DIVERGED"), "{st:?}");
     Ok(())
 }

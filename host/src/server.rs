@@ -54,6 +54,9 @@ pub enum ServerError {
     Serve(String),
 }
 
+/// How long a stopping node waits for open requests and streams to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
 /// How to run a node.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -339,7 +342,8 @@ impl Server {
         .max_decoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX);
         let background = tokio::spawn(keep_fresh(self.node.clone()));
-        let result = tonic::transport::Server::builder()
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let serving = tonic::transport::Server::builder()
             .concurrency_limit_per_connection(1024)
             .add_service(health)
             .add_service(client)
@@ -349,9 +353,24 @@ impl Server {
             .serve_with_incoming_shutdown(
                 // No Nagle: small responses must not wait for the peer's delayed ACK.
                 TcpIncoming::from(self.listener).with_nodelay(Some(true)),
-                shutdown,
-            )
-            .await;
+                async {
+                    let _ = stop_rx.await;
+                },
+            );
+        tokio::pin!(serving);
+        // Other nodes keep long-lived raft streams open; a graceful stop waits for
+        // in-flight requests a bounded time, not for those streams to end.
+        let result = tokio::select! {
+            r = &mut serving => r,
+            () = async {
+                shutdown.await;
+                let _ = stop_tx.send(());
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } => {
+                tracing::info!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
+                Ok(())
+            }
+        };
         background.abort();
         tracing::info!("stopping the raft loops");
         self.node.raft.shutdown();

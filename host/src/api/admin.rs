@@ -233,6 +233,7 @@ impl Admin for AdminService {
                     applied_timestamp_ms: applied.map_or(0, |a| a.applied_timestamp_ms),
                     node_id: node.id.0,
                     replicas: Vec::new(),
+                    last_check: String::new(),
                 })
             })
         };
@@ -291,6 +292,12 @@ impl Admin for AdminService {
             }
         };
         if !fwd {
+            resp.last_check = node
+                .last_checks
+                .lock()
+                .get(&group)
+                .cloned()
+                .unwrap_or_default();
             let g = self.meta_group(group).await?;
             resp.group = Some(self.group_info(&g).await);
             resp.replicas = g

@@ -213,11 +213,47 @@ impl Cluster for ClusterService {
         Ok(Response::new(out))
     }
 
+    async fn check_group(
+        &self,
+        request: Request<CheckGroupRequest>,
+    ) -> Result<Response<CheckGroupResponse>, Status> {
+        let group = check_group(request.into_inner().group_id)?;
+        let resp = self.node.check_group(group).await?;
+        Ok(Response::new(resp))
+    }
+
     async fn replica_digest(
         &self,
         request: Request<ReplicaDigestRequest>,
     ) -> Result<Response<ReplicaDigestResponse>, Status> {
-        let group = GroupId(request.into_inner().group_id);
+        let req = request.into_inner();
+        let group = GroupId(req.group_id);
+        if req.index != 0 {
+            for _ in 0..100 {
+                match self.node.raft.recorded_digest(group, req.index) {
+                    Ok(Some(d)) => {
+                        return Ok(Response::new(ReplicaDigestResponse {
+                            applied_index: req.index,
+                            digest: hex::encode(d),
+                            pairs: 0,
+                        }));
+                    }
+                    Ok(None) if self.node.hosts(group) => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Ok(None) => {
+                        return Err(Status::not_found(format!(
+                            "group {group} does not exist on this node"
+                        )));
+                    }
+                    Err(e) => return Err(super::status::from_raft(e)),
+                }
+            }
+            return Err(Status::deadline_exceeded(format!(
+                "this replica of group {group} has not applied the digest entry {} yet",
+                req.index
+            )));
+        }
         let raft = self.node.raft.clone();
         let store = self.node.store.clone();
         let resp = tokio::task::spawn_blocking(move || {

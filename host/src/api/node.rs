@@ -33,6 +33,8 @@ pub struct Node {
     pub channels: Channels,
     /// Serializes deploys on this node.
     deploy_lock: tokio::sync::Mutex<()>,
+    /// The last consistency check of each group run through this node.
+    pub last_checks: parking_lot::Mutex<std::collections::HashMap<GroupId, String>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -74,6 +76,7 @@ impl Node {
             book,
             channels: Channels::default(),
             deploy_lock: tokio::sync::Mutex::new(()),
+            last_checks: Default::default(),
         }
     }
 

@@ -74,6 +74,13 @@ pub enum MemberCmd {
         #[command(flatten)]
         opts: ClientOpts,
     },
+    /// Check that every replica holds the same state: a digest entry goes through the
+    /// log and each replica's hash at that index is compared (exit code 3 on a mismatch).
+    Check {
+        group: u64,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
     /// Hand leadership to another voter (by peer or by node).
     TransferLeader {
         group: u64,
@@ -192,6 +199,53 @@ pub async fn run_member(cmd: MemberCmd) -> anyhow::Result<()> {
     let (line, json) = match cmd {
         MemberCmd::AddReplica { group, node, opts } => add(group, node, false, opts).await?,
         MemberCmd::AddLearner { group, node, opts } => add(group, node, true, opts).await?,
+        MemberCmd::Check { group, opts } => {
+            let r = cluster_client(&opts.endpoint)
+                .await?
+                .check_group(CheckGroupRequest { group_id: group })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            match opts.output {
+                OutputFormat::Json => print_json(&serde_json::json!({
+                    "group_id": group, "index": r.index, "consistent": r.consistent,
+                    "replicas": r.replicas.iter().map(|c| serde_json::json!({
+                        "peer_id": c.peer_id, "node_id": c.node_id, "digest": c.digest, "error": c.error,
+                    })).collect::<Vec<_>>(),
+                })),
+                OutputFormat::Table => {
+                    let rows = r
+                        .replicas
+                        .iter()
+                        .map(|c| {
+                            vec![
+                                c.peer_id.to_string(),
+                                c.node_id.to_string(),
+                                if c.error.is_empty() {
+                                    c.digest.clone()
+                                } else {
+                                    format!("({})", c.error)
+                                },
+                            ]
+                        })
+                        .collect();
+                    println!("{}", table(&["peer", "node", "sha256 of the state"], rows));
+                    println!(
+                        "group {group} at index {}: {}",
+                        r.index,
+                        if r.consistent {
+                            "replicas agree"
+                        } else {
+                            "REPLICAS DIVERGED"
+                        }
+                    );
+                }
+            }
+            if !r.consistent {
+                std::process::exit(3);
+            }
+            return Ok(());
+        }
         MemberCmd::Promote { group, peer, opts } => {
             let r = cluster_client(&opts.endpoint)
                 .await?

@@ -124,7 +124,11 @@ pub async fn run(cmd: GroupCmd) -> anyhow::Result<()> {
                     "leader_peer_id": s.leader_peer_id, "commit_index": s.commit_index,
                     "applied_index": s.applied_index, "first_index": s.first_index,
                     "last_index": s.last_index, "pending_proposals": s.pending_proposals,
-                    "applied_timestamp_ms": s.applied_timestamp_ms,
+                    "applied_timestamp_ms": s.applied_timestamp_ms, "node_id": s.node_id,
+                    "replicas": s.replicas.iter().map(|r| serde_json::json!({
+                        "peer_id": r.peer_id, "node_id": r.node_id, "learner": r.learner,
+                    })).collect::<Vec<_>>(),
+                    "last_check": s.last_check,
                 })),
                 OutputFormat::Table => {
                     let rows = vec![
@@ -140,6 +144,30 @@ pub async fn run(cmd: GroupCmd) -> anyhow::Result<()> {
                             format!("[{}, {}]", s.first_index, s.last_index),
                         ],
                         vec!["pending proposals".into(), s.pending_proposals.to_string()],
+                        vec!["answered by node".into(), s.node_id.to_string()],
+                        vec![
+                            "replicas".into(),
+                            s.replicas
+                                .iter()
+                                .map(|r| {
+                                    format!(
+                                        "{}@node{}{}",
+                                        r.peer_id,
+                                        r.node_id,
+                                        if r.learner { " (learner)" } else { "" }
+                                    )
+                                })
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                        ],
+                        vec![
+                            "last consistency check".into(),
+                            if s.last_check.is_empty() {
+                                "none (flotilla group check)".into()
+                            } else {
+                                s.last_check.clone()
+                            },
+                        ],
                     ];
                     println!("{}", table(&["FIELD", "VALUE"], rows));
                 }

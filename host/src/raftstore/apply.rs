@@ -9,7 +9,6 @@ use raft::eraftpb::{Entry, EntryType};
 use tokio::sync::oneshot;
 
 use super::FatalHandler;
-use super::dedup;
 use super::fsm::{CommandOutcome, EntryContext, FsmError, KvView, StateMachineHost, WriteSet};
 use super::msg::{Proposed, RaftError};
 use super::payload::{self, Payload};
@@ -17,6 +16,7 @@ use super::peer::{Committed, PendingProposal, Replies};
 use super::router::Router;
 use super::shared::GroupShared;
 use super::traits::{ApplyState, ApplyStore};
+use super::{dedup, digest};
 use crate::ids::GroupId;
 
 /// Work for the apply loop, in the order the store loop produced it.
@@ -169,6 +169,26 @@ impl ApplyLoop {
                 state.plugin = plugin;
                 state.applied_timestamp_ms = state.applied_timestamp_ms.max(timestamp_ms);
                 Some((WriteSet::new(), Outcome::Upgraded))
+            }
+            Ok(Payload::Digest { timestamp_ms }) => {
+                state.applied_timestamp_ms = state.applied_timestamp_ms.max(timestamp_ms);
+                match digest::compute(&*self.store, group, state.plugin) {
+                    Ok((hash, pairs)) => {
+                        tracing::info!(group = group.0, index = entry.index, pairs, digest = %hex::encode(hash), "state digest");
+                        let mut writes = WriteSet::new();
+                        if let Err(e) =
+                            digest::record(&*self.store, &mut writes, group, entry.index, hash)
+                        {
+                            (self.fatal)(&format!("group {group} at {}: {e}", entry.index));
+                            return None;
+                        }
+                        Some((writes, Outcome::Upgraded))
+                    }
+                    Err(e) => {
+                        (self.fatal)(&format!("group {group} at {}: {e}", entry.index));
+                        None
+                    }
+                }
             }
             Ok(Payload::Commands {
                 timestamp_ms,

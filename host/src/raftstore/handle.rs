@@ -247,6 +247,23 @@ impl RaftStore {
         rx.await.map_err(|_| RaftError::Stopped)?
     }
 
+    /// Appends a "compute state digest" entry (this replica must lead); returns its index.
+    pub async fn compute_digest(&self, group: GroupId) -> Result<u64, RaftError> {
+        let (reply, rx) = oneshot::channel();
+        self.router.send(group, PeerMsg::ComputeDigest { reply })?;
+        rx.await.map_err(|_| RaftError::Stopped)?
+    }
+
+    /// The digest this replica recorded at `index` (None until it applies that entry).
+    pub fn recorded_digest(
+        &self,
+        group: GroupId,
+        index: u64,
+    ) -> Result<Option<[u8; 32]>, RaftError> {
+        super::digest::recorded(&*self.apply, group, index)
+            .map_err(|e| RaftError::Fsm(FsmError::Storage(e)))
+    }
+
     /// Makes this replica of `group` start an election.
     pub fn campaign(&self, group: GroupId) -> Result<(), RaftError> {
         self.router.send(group, PeerMsg::Campaign)

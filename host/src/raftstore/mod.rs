@@ -18,6 +18,7 @@
 
 pub mod apply;
 pub mod dedup;
+pub mod digest;
 pub mod fsm;
 pub mod handle;
 pub mod leaders;

@@ -118,6 +118,10 @@ pub enum PeerMsg {
     },
     /// Starts an election now (the preferred leader of a new group).
     Campaign,
+    /// Appends a "compute state digest" entry; answers with its index.
+    ComputeDigest {
+        reply: IndexReply,
+    },
     /// A raft message from another node.
     Raft(Box<raft::eraftpb::Message>),
     /// The transport could not deliver to `peer`.

@@ -4,7 +4,9 @@
 use prost::Message as _;
 
 use crate::ids::PluginDigest;
-use crate::proto::v1::{Command, CommandBatch, EntryPayload, UpgradePlugin, entry_payload};
+use crate::proto::v1::{
+    Command, CommandBatch, ComputeDigest, EntryPayload, UpgradePlugin, entry_payload,
+};
 
 /// A decoded entry payload.
 #[derive(Debug, PartialEq, Eq)]
@@ -16,6 +18,9 @@ pub enum Payload {
     Upgrade {
         timestamp_ms: u64,
         plugin: PluginDigest,
+    },
+    Digest {
+        timestamp_ms: u64,
     },
 }
 
@@ -37,6 +42,14 @@ pub fn encode_upgrade(timestamp_ms: u64, plugin: PluginDigest) -> Vec<u8> {
     .encode_to_vec()
 }
 
+pub fn encode_digest(timestamp_ms: u64) -> Vec<u8> {
+    EntryPayload {
+        timestamp_ms,
+        kind: Some(entry_payload::Kind::Digest(ComputeDigest {})),
+    }
+    .encode_to_vec()
+}
+
 /// Decodes an entry's data. Entries are written only by leaders of this codebase, so a
 /// failure means corruption or a version mismatch; the message says which part failed.
 pub fn decode(data: &[u8]) -> Result<Payload, String> {
@@ -50,6 +63,9 @@ pub fn decode(data: &[u8]) -> Result<Payload, String> {
             timestamp_ms: p.timestamp_ms,
             plugin: PluginDigest::from_slice(&u.digest)
                 .ok_or_else(|| "upgrade entry with a malformed digest".to_string())?,
+        }),
+        Some(entry_payload::Kind::Digest(_)) => Ok(Payload::Digest {
+            timestamp_ms: p.timestamp_ms,
         }),
         None => Err("entry payload without a kind".into()),
     }
