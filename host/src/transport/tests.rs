@@ -645,6 +645,8 @@ async fn a_bad_envelope_is_skipped_and_the_next_one_delivered() {
     b.start().await;
     let good = heartbeat(peer(1, 1), peer(2, 2), 42);
     let wrong_node = heartbeat(peer(1, 1), peer(2, 5), 43);
+    // Group 0 is the meta group (valid); this one claims a sender on another node.
+    let forged = heartbeat(peer(1, 3), peer(2, 2), 44);
     let batch = RaftBatch {
         from_node: 1,
         messages: vec![
@@ -654,7 +656,7 @@ async fn a_bad_envelope_is_skipped_and_the_next_one_delivered() {
             },
             RaftEnvelope {
                 group_id: 0,
-                message: encode(&good),
+                message: encode(&forged),
             },
             RaftEnvelope {
                 group_id: 8,
