@@ -27,7 +27,7 @@
 //! ```
 //!
 //! `SIM_MS` sets the length of the chaos phase in simulated milliseconds for `replay`
-//! and `many_seeds` (default 30000, enough writes for log compaction and snapshots).
+//! and `many_seeds` (default 60000, enough writes for log compaction and snapshots).
 
 mod fsm;
 mod net;
@@ -113,7 +113,7 @@ mod tests {
         std::env::var(name).ok().and_then(|v| v.parse().ok())
     }
 
-    const DEFAULT_MS: u64 = 30_000;
+    const DEFAULT_MS: u64 = 60_000;
 
     /// The seeds CI runs: short ones for breadth and one long enough for compaction.
     #[test]

@@ -64,8 +64,8 @@ impl Config {
         Self {
             nodes: r.range(3, 5) as usize,
             kv_groups: r.range(1, 2),
-            kv_keys: 6,
-            kv_clients: r.range(2, 5) as usize,
+            kv_keys: 8,
+            kv_clients: r.range(5, 9) as usize,
             bank_clients: 2,
             duration_ms,
             faults: true,
@@ -1076,7 +1076,13 @@ impl World {
     /// Completes a client's operation with `out` (its raw answer) or as unknown.
     fn finish(&mut self, c: usize, p: Pending, out: Option<String>) {
         let ret = self.event();
-        let think = self.client_rng.range(0, 30);
+        // Bank histories are checked as a whole: fewer, sparser operations keep the
+        // search tractable.
+        let think = if self.clients[c].group == BANK {
+            self.client_rng.range(50, 300)
+        } else {
+            self.client_rng.range(0, 30)
+        };
         self.clients[c].next_op_at = self.now + think;
         self.trace.u64(ret);
         if let Some(o) = &out {
