@@ -63,4 +63,6 @@ impl Clock for SystemClock {
 }
 
 #[cfg(test)]
+mod sim;
+#[cfg(test)]
 mod tests;

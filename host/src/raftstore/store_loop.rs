@@ -101,7 +101,7 @@ impl StoreLoop {
     }
 
     /// Handles one control message; returns true on shutdown.
-    fn control(&mut self, msg: StoreMsg, scheduled: &mut Vec<GroupId>) -> bool {
+    pub(super) fn control(&mut self, msg: StoreMsg, scheduled: &mut Vec<GroupId>) -> bool {
         match msg {
             StoreMsg::StartPeer { spec, reply } => {
                 let group = spec.group;
