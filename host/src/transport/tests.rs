@@ -394,15 +394,21 @@ async fn a_down_node_is_reported_and_reached_once_it_is_up() {
     }
     // Only messages sent after it came up arrived.
     assert!(b.inbound.steps().iter().all(|(_, m)| m.commit >= 100));
-    // Backoff: far fewer connection attempts than messages sent while it was down.
+    // Backoff: five messages were sent while it was down within ~100 ms, but only the
+    // first and (at most) the attempts after 100 ms and 300 ms tried to connect.
     let failures = transport
         .stats()
         .connect_failures
         .load(std::sync::atomic::Ordering::Relaxed);
-    assert!(
-        failures < 5 + (i - 100),
-        "{failures} connection attempts failed"
-    );
+    assert!(failures <= 3, "{failures} connection attempts failed");
+    // Every message sent while it was down was reported.
+    let reported = a
+        .inbound
+        .events()
+        .iter()
+        .filter(|e| **e == Event::Unreachable(GroupId(g), to))
+        .count();
+    assert!(reported >= 5, "{reported} unreachable reports");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -674,4 +680,95 @@ async fn a_bad_envelope_is_skipped_and_the_next_one_delivered() {
         .await
         .expect("the stream survives bad envelopes");
     assert_eq!(b.inbound.steps(), vec![(GroupId(8), good)]);
+}
+
+/// A TCP proxy whose connections the test can cut, to break a live stream.
+struct Proxy {
+    addr: String,
+    tasks: Arc<parking_lot::Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    async fn start(backend: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let tasks = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let spawned = tasks.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let backend = backend.clone();
+                let pipe = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(backend).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                spawned.lock().push(pipe);
+            }
+        });
+        tasks.lock().push(accept);
+        Self { addr, tasks }
+    }
+
+    /// Closes the listener and every proxied connection.
+    fn cut(&self) {
+        for task in self.tasks.lock().drain(..) {
+            task.abort();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_stream_reports_its_recent_peers_and_reconnects() {
+    let book = Arc::new(Book::default());
+    let a = TestNode::new(1, &book, Arc::new(FakeBlobs::default()));
+    let mut b = TestNode::new(2, &book, Arc::new(FakeBlobs::default()));
+    b.start().await;
+    let direct = book.address(b.id).expect("address");
+    let proxy = Proxy::start(direct.clone()).await;
+    book.set(b.id, &proxy.addr);
+    let transport = a.transport();
+    let (from, to) = (peer(1, 1), peer(2, 2));
+    transport.send(vec![
+        out(1, heartbeat(from, to, 1)),
+        out(2, heartbeat(from, to, 2)),
+        out(1, heartbeat(from, to, 3)),
+    ]);
+    b.inbound.wait_for("three messages", |e| e.len() >= 3).await;
+    assert!(a.inbound.events().is_empty());
+    // The connection breaks under the live stream; node 2 stays reachable directly.
+    proxy.cut();
+    book.set(b.id, &direct);
+    a.inbound
+        .wait_for("reports for both groups", |e| {
+            e.contains(&Event::Unreachable(GroupId(1), to))
+                && e.contains(&Event::Unreachable(GroupId(2), to))
+        })
+        .await;
+    assert_eq!(
+        a.inbound.events().len(),
+        2,
+        "one report per (group, peer): {:?}",
+        a.inbound.events()
+    );
+    let start = Instant::now();
+    let mut i = 100;
+    while !b.inbound.steps().iter().any(|(_, m)| m.commit >= 100) {
+        assert!(start.elapsed() < WAIT, "never reconnected");
+        transport.send(vec![out(1, heartbeat(from, to, i))]);
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stats = transport.stats();
+    assert_eq!(
+        stats
+            .stream_breaks
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert_eq!(
+        stats
+            .streams_opened
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
 }
