@@ -305,7 +305,9 @@ async fn fault(cl: &mut Cluster, group: u64, rng: &mut Rng) -> anyhow::Result<St
             "kill -9 node {target} ({role}), restarted after {down:?}"
         ))
     } else {
-        let pid = node.pid().ok_or_else(|| anyhow::anyhow!("node {target} is not running"))?;
+        let pid = node
+            .pid()
+            .ok_or_else(|| anyhow::anyhow!("node {target} is not running"))?;
         let frozen = Duration::from_millis(1000 + rng.below(2000));
         signal(pid, "-STOP")?;
         tokio::time::sleep(frozen).await;
@@ -324,7 +326,10 @@ async fn digests_agree(addrs: &[String], group: u64) -> anyhow::Result<(u64, Str
                 continue;
             };
             if let Ok(d) = ClusterClient::new(ch)
-                .replica_digest(ReplicaDigestRequest { group_id: group })
+                .replica_digest(ReplicaDigestRequest {
+                    group_id: group,
+                    index: 0,
+                })
                 .await
             {
                 let d = d.into_inner();
@@ -622,15 +627,12 @@ async fn corrupt_and_restart(how: Damage) -> anyhow::Result<Outcome> {
             }
         }
         // Scans see the same: only written keys with written values.
-        let pairs = query(
-            &mut c,
-            group,
-            &json!({"scan": {}}),
-            consistency,
-        )
-        .await?;
+        let pairs = query(&mut c, group, &json!({"scan": {}}), consistency).await?;
         for p in pairs["pairs"].as_array().cloned().unwrap_or_default() {
-            let (k, v) = (p["key"].as_str().unwrap_or(""), p["value"].as_str().unwrap_or(""));
+            let (k, v) = (
+                p["key"].as_str().unwrap_or(""),
+                p["value"].as_str().unwrap_or(""),
+            );
             anyhow::ensure!(
                 written.get(k).is_some_and(|vs| vs.iter().any(|w| w == v)),
                 "{how:?}: scan serves {k:?} = {v:?}, never written"
@@ -640,7 +642,9 @@ async fn corrupt_and_restart(how: Damage) -> anyhow::Result<Outcome> {
     // And it still takes writes.
     c.propose(ProposeRequest {
         group_id: group,
-        command: json!({"put": {"key": "after", "value": "ok"}}).to_string().into_bytes(),
+        command: json!({"put": {"key": "after", "value": "ok"}})
+            .to_string()
+            .into_bytes(),
         request_id: String::new(),
     })
     .await?;
