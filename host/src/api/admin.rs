@@ -149,6 +149,13 @@ impl Admin for AdminService {
         request: Request<CreateGroupRequest>,
     ) -> Result<Response<CreateGroupResponse>, Status> {
         let req = request.into_inner();
+        let max = crate::placement::meta_fsm::REPLICAS_MAX;
+        if req.replicas > max {
+            return Err(Status::invalid_argument(format!(
+                "a group has 1..={max} replicas, not {}",
+                req.replicas
+            )));
+        }
         let record = self.node.create_group(&req.plugin, req.replicas).await?;
         let group = self.group_info(&record).await;
         Ok(Response::new(CreateGroupResponse { group: Some(group) }))

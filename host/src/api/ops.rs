@@ -314,6 +314,11 @@ impl Node {
     ) -> Result<(crate::placement::Replica, u64), Status> {
         let record = self.group_record(group).await?;
         let node = match node {
+            Some(n) if record.replica_on(n).is_some() => {
+                return Err(Status::already_exists(format!(
+                    "node {n} already hosts a replica of group {group}"
+                )));
+            }
             Some(n) => n,
             None => {
                 let nodes = self.nodes().await?;
@@ -364,6 +369,12 @@ impl Node {
     }
 
     pub async fn promote(&self, group: GroupId, peer: PeerId) -> Result<u64, Status> {
+        // Check the record first: raft would add an unknown peer as a new voter.
+        if self.group_record(group).await?.replica(peer).is_none() {
+            return Err(Status::not_found(format!(
+                "group {group} has no peer {peer}"
+            )));
+        }
         let index = self
             .change_peers(group, vec![PeerChange::AddVoter(peer)], false)
             .await?;

@@ -93,6 +93,9 @@ pub fn describe(r: &Report) -> String {
         s.max_applied,
         s.max_truncated
     );
+    if !s.unknown_reasons.is_empty() {
+        out.push_str(&format!("\n  unknown outcomes: {:?}", s.unknown_reasons));
+    }
     for n in &r.notes {
         out.push_str(&format!("\n  note: {n}"));
     }

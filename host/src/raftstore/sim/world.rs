@@ -93,6 +93,10 @@ pub struct Stats {
     pub max_truncated: u64,
     pub entries_checked: u64,
     pub states_checked: u64,
+    /// Proposals raft refused to append (retried).
+    pub retried_drops: u64,
+    /// Why operations ended with an unknown outcome, by reason.
+    pub unknown_reasons: BTreeMap<String, u64>,
 }
 
 /// The outcome of a run.
@@ -969,13 +973,17 @@ impl World {
                 Waiting::Propose(mut rx) => match rx.try_recv() {
                     Err(oneshot::error::TryRecvError::Empty) => {
                         if self.now >= p.deadline {
+                            self.unknown_reason("propose timed out");
                             self.finish(c, p, None);
                         } else {
                             p.waiting = Waiting::Propose(rx);
                             self.clients[c].pending = Some(p);
                         }
                     }
-                    Err(oneshot::error::TryRecvError::Closed) => self.finish(c, p, None),
+                    Err(oneshot::error::TryRecvError::Closed) => {
+                        self.unknown_reason("propose reply dropped");
+                        self.finish(c, p, None);
+                    }
                     Ok(Ok(proposed)) => {
                         let out = String::from_utf8_lossy(&proposed.output).into_owned();
                         self.finish(c, p, Some(out));
@@ -988,7 +996,17 @@ impl World {
                         p.retry_at = self.now + 100;
                         self.clients[c].pending = Some(p);
                     }
+                    Ok(Err(RaftError::Dropped(why)))
+                        if why == "raft did not append it" || why.contains("proposal dropped") =>
+                    {
+                        // Refused before it reached the log (raft-rs drops proposals
+                        // during a leader transfer): certainly not applied, retry.
+                        self.stats.retried_drops += 1;
+                        p.retry_at = self.now + 50;
+                        self.clients[c].pending = Some(p);
+                    }
                     Ok(Err(RaftError::Dropped(why))) => {
+                        self.unknown_reason(&format!("propose dropped: {why}"));
                         if let OpRef::Kv(k) = p.op {
                             match &self.kv_ops[k].input {
                                 KvInput::Put { value, .. }
@@ -1006,12 +1024,14 @@ impl World {
                         if matches!(e, RaftError::Fsm(_) | RaftError::Invalid(_)) {
                             self.violation(format!("a valid command failed: {e}"));
                         }
+                        self.unknown_reason(&format!("propose: {e}"));
                         self.finish(c, p, None);
                     }
                 },
                 Waiting::Read(mut rx) => match rx.try_recv() {
                     Err(oneshot::error::TryRecvError::Empty) => {
                         if self.now >= p.deadline {
+                            self.unknown_reason("read timed out");
                             self.finish(c, p, None);
                         } else {
                             p.waiting = Waiting::Read(rx);
@@ -1031,6 +1051,7 @@ impl World {
                         self.clients[c].pending = Some(p);
                     }
                     Ok(Err(_)) | Err(oneshot::error::TryRecvError::Closed) => {
+                        self.unknown_reason("read failed");
                         self.finish(c, p, None);
                     }
                 },
@@ -1071,6 +1092,16 @@ impl World {
                 Some(out.join(","))
             }
         }
+    }
+
+    fn unknown_reason(&mut self, why: &str) {
+        // Keep the reason's kind, not its details (indices, terms).
+        let kind: String = why.chars().take_while(|c| *c != '(').collect();
+        *self
+            .stats
+            .unknown_reasons
+            .entry(kind.trim().to_string())
+            .or_default() += 1;
     }
 
     /// Completes a client's operation with `out` (its raw answer) or as unknown.
@@ -1294,7 +1325,7 @@ impl World {
 
     fn check_histories(&mut self) {
         let options = CheckOptions {
-            max_states: 300_000,
+            max_states: 200_000,
         };
         let kv: Vec<KvOp> = self
             .kv_ops
