@@ -16,7 +16,7 @@
 //!
 //! The seed is printed; `FAULT_SEED=<n>` replays a run's fault schedule (the timing of
 //! the clients differs from run to run). `FAULT_ROUNDS` sets the number of faults
-//! (default 6, about a minute). A long run:
+//! (default 8: one epoch, about 30 s). A long run:
 //!
 //! ```sh
 //! FAULT_ROUNDS=500 cargo test -p flotilla --release --test t90_fault_loop -- --nocapture
@@ -353,7 +353,7 @@ async fn kill9_and_sigstop_under_load_keep_the_history_linearizable() -> anyhow:
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1)
     });
-    let rounds = env_u64("FAULT_ROUNDS").unwrap_or(6);
+    let rounds = env_u64("FAULT_ROUNDS").unwrap_or(8);
     println!("FAULT_SEED={seed} FAULT_ROUNDS={rounds}");
     let mut rng = Rng::new(seed);
     let mut cl = Cluster::start(BIN, 3).await?;
@@ -484,7 +484,10 @@ fn newest_journal(data_dir: &Path) -> anyhow::Result<PathBuf> {
     let all = files(&data_dir.join("db"));
     let journals: Vec<&PathBuf> = all
         .iter()
-        .filter(|p| p.to_string_lossy().contains("journal"))
+        .filter(|p| {
+            // fjall 3 names its journals `<n>.jnl`; older versions keep a `journals/` dir.
+            p.extension().is_some_and(|e| e == "jnl") || p.to_string_lossy().contains("journal")
+        })
         .filter(|p| std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false))
         .collect();
     journals
@@ -500,39 +503,50 @@ fn newest_journal(data_dir: &Path) -> anyhow::Result<PathBuf> {
         .ok_or_else(|| anyhow::anyhow!("no journal file under {}/db: {all:?}", data_dir.display()))
 }
 
+/// Damage to the written part of a journal file. fjall preallocates journal files, so
+/// "the end" is the last non-zero byte, not the file's length.
 #[derive(Debug, Clone, Copy)]
 enum Damage {
-    /// Cut this many bytes off the end.
+    /// Cut the file this many bytes before the end of its data (a lost tail).
     Truncate(u64),
-    /// Flip every bit of this many bytes, starting this many bytes before the end.
+    /// Zero this many bytes at the end of the data (a torn write in a preallocated file).
+    Zero(u64),
+    /// Flip every bit of `len` bytes starting `from_end` bytes before the end of the data.
     Flip { from_end: u64, len: u64 },
 }
 
 fn damage(path: &Path, how: Damage) -> anyhow::Result<String> {
-    let len = std::fs::metadata(path)?.len();
-    match how {
+    let mut bytes = std::fs::read(path)?;
+    let file_len = bytes.len();
+    let data_end = bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+    let back = |n: u64| data_end.saturating_sub(n as usize);
+    let what = match how {
         Damage::Truncate(n) => {
-            let n = n.min(len / 2);
             std::fs::OpenOptions::new()
                 .write(true)
                 .open(path)?
-                .set_len(len - n)?;
-            Ok(format!("cut {n} of {len} bytes off {}", path.display()))
+                .set_len(back(n) as u64)?;
+            return Ok(format!(
+                "cut {} at byte {} (data ended at {data_end}, file of {file_len})",
+                path.display(),
+                back(n)
+            ));
         }
-        Damage::Flip { from_end, len: n } => {
-            let mut bytes = std::fs::read(path)?;
-            let start = bytes.len().saturating_sub(from_end as usize);
-            let end = (start + n as usize).min(bytes.len());
+        Damage::Zero(n) => {
+            bytes[back(n)..data_end].fill(0);
+            format!("zeroed bytes {}..{data_end}", back(n))
+        }
+        Damage::Flip { from_end, len } => {
+            let start = back(from_end);
+            let end = (start + len as usize).min(data_end);
             for b in &mut bytes[start..end] {
                 *b = !*b;
             }
-            std::fs::write(path, &bytes)?;
-            Ok(format!(
-                "flipped bytes {start}..{end} of {len} in {}",
-                path.display()
-            ))
+            format!("flipped bytes {start}..{end} (data ends at {data_end})")
         }
-    }
+    };
+    std::fs::write(path, &bytes)?;
+    Ok(format!("{what} of {} ({file_len} bytes)", path.display()))
 }
 
 /// What a damaged node did on restart.
@@ -543,6 +557,8 @@ enum Outcome {
         intact: usize,
         missing: usize,
         older: usize,
+        /// WARN and ERROR lines the node logged while restarting.
+        warnings: Vec<String>,
     },
 }
 
@@ -554,10 +570,11 @@ impl std::fmt::Display for Outcome {
                 intact,
                 missing,
                 older,
+                warnings,
             } => write!(
                 f,
                 "started and served only written values: {intact} keys at their last value, \
-                 {older} at an older one, {missing} absent"
+                 {older} at an older one, {missing} absent; restart warnings: {warnings:?}"
             ),
         }
     }
@@ -581,6 +598,7 @@ async fn corrupt_and_restart(how: Damage) -> anyhow::Result<Outcome> {
     let journal = newest_journal(&node.data_dir)?;
     let what = damage(&journal, how)?;
     println!("{how:?}: {what}");
+    let log_before = node.log().len();
     node.spawn()?;
     if let Err(e) = node.wait_ready(Duration::from_secs(30)).await {
         let log = node.log();
@@ -595,6 +613,11 @@ async fn corrupt_and_restart(how: Damage) -> anyhow::Result<Outcome> {
         );
         return Ok(Outcome::Refused(last.join(" | ")));
     }
+    let warnings: Vec<String> = node.log()[log_before..]
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .map(String::from)
+        .collect();
     // It serves: every value must be one that was written to that key, never garbage.
     let mut c = node.client().await?;
     let (mut intact, mut missing, mut older) = (0, 0, 0);
@@ -652,6 +675,7 @@ async fn corrupt_and_restart(how: Damage) -> anyhow::Result<Outcome> {
         intact,
         missing,
         older,
+        warnings,
     })
 }
 
@@ -660,7 +684,8 @@ async fn a_damaged_log_tail_is_never_served_as_data() -> anyhow::Result<()> {
     let mut outcomes = Vec::new();
     for how in [
         Damage::Truncate(37),
-        Damage::Truncate(4096),
+        Damage::Truncate(5000),
+        Damage::Zero(700),
         Damage::Flip {
             from_end: 300,
             len: 16,
