@@ -154,7 +154,9 @@ impl StoreLoop {
                 continue;
             }
             if let Some(reply) = peer.handle(msgs, now_ms) {
-                self.destroy(group, Some(reply), None);
+                // A tombstone: a leader's late heartbeat must not recreate the replica.
+                let tombstone = peer.peer.0;
+                self.destroy(group, Some(reply), Some(tombstone));
                 continue;
             }
             active.push(group);
