@@ -14,7 +14,7 @@ use flotilla::proto::v1::{
     GroupStatusRequest, ReadConsistency, RemoveReplicaRequest, ReplicaDigestRequest,
     TransferLeaderRequest,
 };
-use flotilla_tests::{AnyClient, Cluster};
+use flotilla_tests::{AnyClient, Cluster, digests_agree};
 use parking_lot::Mutex;
 use serde_json::json;
 
@@ -129,33 +129,6 @@ async fn check_all_readable(client: &AnyClient, group: u64, keys: &[String]) -> 
         );
     }
     Ok(())
-}
-
-/// Waits until every listed node reports the same digest at the same applied index.
-async fn digests_agree(addrs: &[String], group: u64) -> anyhow::Result<(u64, String)> {
-    let mut last = Vec::new();
-    for _ in 0..300 {
-        let mut got = Vec::new();
-        for a in addrs {
-            if let Ok(mut c) = cluster_client(a).await
-                && let Ok(d) = c
-                    .replica_digest(ReplicaDigestRequest {
-                        group_id: group,
-                        index: 0,
-                    })
-                    .await
-            {
-                let d = d.into_inner();
-                got.push((d.applied_index, d.digest));
-            }
-        }
-        if got.len() == addrs.len() && got.iter().all(|g| *g == got[0]) {
-            return Ok(got[0].clone());
-        }
-        last = got;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    anyhow::bail!("replicas of group {group} never agreed: {last:?}")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

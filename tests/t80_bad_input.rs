@@ -19,7 +19,7 @@ use flotilla::proto::v1::client_client::ClientClient;
 use flotilla::proto::v1::cluster_client::ClusterClient;
 use flotilla::proto::v1::raft_transport_client::RaftTransportClient;
 use flotilla::proto::v1::*;
-use flotilla_tests::{Cluster, propose, query};
+use flotilla_tests::{Cluster, digests_agree, propose, query};
 use prost::Message as _;
 use protobuf::Message as _;
 use raft::eraftpb::{self, MessageType};
@@ -1300,33 +1300,6 @@ async fn scan_all(addr: &str, group: u64) -> anyhow::Result<Value> {
         ReadConsistency::Linearizable,
     )
     .await?)
-}
-
-/// Waits until every node reports the same digest at the same applied index.
-async fn digests_agree(addrs: &[String], group: u64) -> anyhow::Result<(u64, String)> {
-    let mut last = Vec::new();
-    for _ in 0..300 {
-        let mut got = Vec::new();
-        for a in addrs {
-            if let Ok(mut c) = cluster(a).await
-                && let Ok(d) = c
-                    .replica_digest(ReplicaDigestRequest {
-                        group_id: group,
-                        index: 0,
-                    })
-                    .await
-            {
-                let d = d.into_inner();
-                got.push((d.applied_index, d.digest));
-            }
-        }
-        if got.len() == addrs.len() && got.iter().all(|g| *g == got[0]) {
-            return Ok(got[0].clone());
-        }
-        last = got;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    anyhow::bail!("replicas of group {group} never agreed: {last:?}")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

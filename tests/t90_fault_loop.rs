@@ -34,13 +34,11 @@ use std::time::{Duration, Instant};
 
 use flotilla::proto::v1::admin_client::AdminClient;
 use flotilla::proto::v1::client_client::ClientClient;
-use flotilla::proto::v1::cluster_client::ClusterClient;
 use flotilla::proto::v1::{
     CreateGroupRequest, GroupStatusRequest, ProposeRequest, QueryRequest, ReadConsistency,
-    ReplicaDigestRequest,
 };
 use flotilla_tests::linearizability::{CheckResult, History, KvInput, KvModel, KvOutput};
-use flotilla_tests::{Cluster, NodeProcess, propose, query};
+use flotilla_tests::{Cluster, NodeProcess, digests_agree, propose, query};
 use serde_json::json;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -314,35 +312,6 @@ async fn fault(cl: &mut Cluster, group: u64, rng: &mut Rng) -> anyhow::Result<St
         signal(pid, "-CONT")?;
         Ok(format!("SIGSTOP node {target} ({role}) for {frozen:?}"))
     }
-}
-
-/// Waits until every node reports the same digest at the same applied index.
-async fn digests_agree(addrs: &[String], group: u64) -> anyhow::Result<(u64, String)> {
-    let mut last = Vec::new();
-    for _ in 0..300 {
-        let mut got = Vec::new();
-        for a in addrs {
-            let Ok(ch) = Channel::from_shared(format!("http://{a}"))?.connect().await else {
-                continue;
-            };
-            if let Ok(d) = ClusterClient::new(ch)
-                .replica_digest(ReplicaDigestRequest {
-                    group_id: group,
-                    index: 0,
-                })
-                .await
-            {
-                let d = d.into_inner();
-                got.push((d.applied_index, d.digest));
-            }
-        }
-        if got.len() == addrs.len() && got.iter().all(|g| *g == got[0]) {
-            return Ok(got[0].clone());
-        }
-        last = got;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    anyhow::bail!("replicas of group {group} never agreed: {last:?}")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -468,3 +468,35 @@ impl AnyClient {
         Err(last)
     }
 }
+
+/// Waits until every listed node reports the same state digest of `group` at the same
+/// applied index (`Cluster.ReplicaDigest`); returns that index and digest.
+pub async fn digests_agree(addrs: &[String], group: u64) -> anyhow::Result<(u64, String)> {
+    use flotilla::proto::v1::ReplicaDigestRequest;
+    use flotilla::proto::v1::cluster_client::ClusterClient;
+    let mut last = Vec::new();
+    for _ in 0..300 {
+        let mut got = Vec::new();
+        for a in addrs {
+            let Ok(ch) = Channel::from_shared(format!("http://{a}"))?.connect().await else {
+                continue;
+            };
+            if let Ok(d) = ClusterClient::new(ch)
+                .replica_digest(ReplicaDigestRequest {
+                    group_id: group,
+                    index: 0,
+                })
+                .await
+            {
+                let d = d.into_inner();
+                got.push((d.applied_index, d.digest));
+            }
+        }
+        if got.len() == addrs.len() && got.iter().all(|g| *g == got[0]) {
+            return Ok(got[0].clone());
+        }
+        last = got;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("replicas of group {group} never agreed: {last:?}")
+}
