@@ -9,6 +9,7 @@
 //! key layout), so its snapshots, replicas and crash recovery work like any other group's.
 
 pub mod meta_fsm;
+pub mod meta_types;
 pub mod schedule;
 mod serde_ids;
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::placement::META_GROUP;
+use crate::raftstore::fsm::FsmError;
 use crate::raftstore::mem_kv::MemKv;
 
 /// A meta group replica: committed state plus the next entry index.
