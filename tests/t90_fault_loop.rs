@@ -19,7 +19,7 @@
 //! (default 8: one epoch, about 30 s). A long run:
 //!
 //! ```sh
-//! FAULT_ROUNDS=500 cargo test -p flotilla --release --test t90_fault_loop -- --nocapture
+//! FAULT_ROUNDS=500 cargo test -p flotilla --release --test integration t90_fault_loop:: -- --nocapture
 //! ```
 //!
 //! The second test corrupts the newest journal file of a stopped single node (cut short,
