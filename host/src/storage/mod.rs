@@ -4,9 +4,11 @@
 //! Keys are big-endian so scans come back ordered (see [`keys`]). The raft room's
 //! persistence traits (`LogStore`, `ApplyStore`, `KvReader`) are implemented here on
 //! [`Store`]; metadata (plugins, groups) has its own typed API in [`meta`]. A failed
-//! fsync poisons fjall and is reported as fatal; nothing here retries it.
+//! fsync poisons fjall and is reported as fatal; nothing here retries it. A journal
+//! that lost synced rounds is refused on open ([`durable_mark`]).
 
 pub mod apply;
+pub mod durable_mark;
 pub mod keys;
 pub mod mem;
 pub mod meta;

@@ -89,9 +89,12 @@ impl LogStore for Store {
                 }
             }
         }
+        let stamp = self.stamp_round(&mut batch);
         batch
             .commit()
-            .map_err(|e| StoreError(format!("raft log write or fsync failed: {e}")))
+            .map_err(|e| StoreError(format!("raft log write or fsync failed: {e}")))?;
+        self.round_synced(stamp);
+        Ok(())
     }
 
     fn tombstone(&self, group: GroupId) -> Result<Option<u64>, StoreError> {
