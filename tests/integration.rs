@@ -13,3 +13,4 @@ mod t60_linearizable;
 mod t70_cluster;
 mod t80_bad_input;
 mod t90_fault_loop;
+mod t92_full_disk;

@@ -98,11 +98,30 @@ impl NodeProcess {
 
     /// Starts the process without waiting for it to answer.
     pub fn spawn(&mut self) -> anyhow::Result<()> {
+        self.spawn_with_file_limit(None)
+    }
+
+    /// Starts the process with, if given, a file size limit of `kib` KiB
+    /// (`ulimit -f`, with SIGXFSZ ignored): a write that would grow any file past it
+    /// fails with EFBIG, as on a full disk.
+    pub fn spawn_with_file_limit(&mut self, kib: Option<u64>) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.data_dir.with_extension("log"))?;
-        let child = Command::new(&self.bin)
+        let mut cmd = match kib {
+            None => Command::new(&self.bin),
+            Some(kib) => {
+                let mut c = Command::new("bash");
+                c.arg("-c")
+                    .arg(format!(
+                        "ulimit -f {kib} && trap '' XFSZ && exec \"$0\" \"$@\""
+                    ))
+                    .arg(&self.bin);
+                c
+            }
+        };
+        let child = cmd
             .args(["server", "--listen", &self.addr, "--data-dir"])
             .arg(&self.data_dir)
             .args(&self.args)
@@ -178,6 +197,21 @@ impl NodeProcess {
             }
         }
         Ok(())
+    }
+
+    /// The exit status, once the process has exited on its own (`None` while it runs
+    /// or when it was never started).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Forgets an exited process so that the node can be spawned again.
+    pub fn reap(&mut self) {
+        if self.exited().is_some() {
+            self.child = None;
+        }
     }
 
     pub fn is_running(&mut self) -> bool {

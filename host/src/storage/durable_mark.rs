@@ -173,7 +173,10 @@ mod tests {
         mark.advance(12);
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while read_mark(&path) != MarkFile::Round(12) {
-            assert!(std::time::Instant::now() < deadline, "mark never reached 12");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "mark never reached 12"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
         check(&path, 12)?;
