@@ -35,6 +35,9 @@ pub const APPLY_QUEUE_CAPACITY: usize = 4096;
 pub const LOG_RETAIN_ENTRIES: u64 = 1024;
 /// Groups one node hosts, at most.
 pub const GROUPS_PER_NODE_MAX: usize = 100_000;
+/// Replicas created by a leader's message (not by `StartReplica`) that may wait for
+/// their first snapshot at once; messages that would create more are dropped.
+pub const UNINITIALIZED_PEERS_MAX: usize = 256;
 
 /// Milliseconds between raft ticks.
 pub const TICK_INTERVAL_MS: u64 = 100;

@@ -124,6 +124,7 @@ impl RaftStore {
             transport: deps.transport,
             snap_worker,
             leaders: leaders.clone(),
+            uninitialized: Default::default(),
         };
         let fatal = deps.fatal.clone();
         let store = std::thread::Builder::new()

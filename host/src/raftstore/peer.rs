@@ -151,6 +151,12 @@ impl Peer {
         self.removed_at.is_some_and(|i| self.applied >= i)
     }
 
+    /// False for a replica created by a leader's message that has no log or snapshot
+    /// yet.
+    pub fn is_initialized(&self) -> bool {
+        self.raw.raft.raft_log.last_index() > 0
+    }
+
     fn publish_leader(&self) {
         let raft = &self.raw.raft;
         let leader = (raft.leader_id != 0).then_some(PeerId(raft.leader_id));

@@ -10,7 +10,7 @@
 //! every tick interval, ticks all peers. Everything the round's peers must persist goes
 //! into one `RaftWriteBatch` (group commit), so a single sync serves every group.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -52,6 +52,9 @@ pub struct StoreLoop {
     pub(super) transport: Arc<dyn Transport>,
     pub(super) snap_worker: SnapWorker,
     pub(super) leaders: Arc<LeaderBoard>,
+    /// Groups whose replica a message created and that may still be uninitialized
+    /// (bounded by [`limits::UNINITIALIZED_PEERS_MAX`]).
+    pub(super) uninitialized: HashSet<GroupId>,
 }
 
 impl StoreLoop {
@@ -239,6 +242,21 @@ impl StoreLoop {
             );
             return false;
         }
+        // A forged or stray heartbeat must not create replicas without bound: each costs
+        // memory until the meta group's GC removes it.
+        let peers = &self.peers;
+        self.uninitialized
+            .retain(|g| peers.get(g).is_some_and(|(p, _)| !p.is_initialized()));
+        if self.uninitialized.len() >= limits::UNINITIALIZED_PEERS_MAX {
+            tracing::warn!(
+                group = group.0,
+                to = to.0,
+                "message for an unknown group dropped: {} uninitialized replicas already \
+                 wait for a snapshot",
+                self.uninitialized.len()
+            );
+            return false;
+        }
         match self.log.tombstone(group) {
             Ok(Some(t)) if t >= to.0 => {
                 tracing::debug!(
@@ -268,6 +286,7 @@ impl StoreLoop {
                     peer = to.0,
                     "created an uninitialized replica for a leader's message"
                 );
+                self.uninitialized.insert(group);
                 true
             }
             Err(e) => {

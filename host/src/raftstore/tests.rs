@@ -438,3 +438,38 @@ async fn three_nodes_replicate_fail_over_and_catch_up_by_snapshot() {
         t.join();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_heartbeats_create_a_bounded_number_of_replicas() {
+    let mem = Arc::new(MemStore::default());
+    let net = Arc::new(LocalNet::default());
+    let (store, _threads) = start_node(2, &mem, &net);
+    let forged = crate::limits::UNINITIALIZED_PEERS_MAX as u64 + 100;
+    for g in 1..=forged {
+        let mut m = raft::eraftpb::Message::default();
+        m.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeat);
+        m.from = PeerId::compose(1, NodeId(1)).0;
+        m.to = PeerId::compose(g, NodeId(2)).0;
+        m.term = 3;
+        // A full mailbox or a dropped message is fine; only creation counts.
+        let _ = store.step(GroupId(1000 + g), m);
+    }
+    let mut created = 0;
+    for _ in 0..100 {
+        created = store.groups().len();
+        if created >= crate::limits::UNINITIALIZED_PEERS_MAX {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Let any message still queued be handled before counting again.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let after = store.groups().len();
+    assert_eq!(
+        created,
+        crate::limits::UNINITIALIZED_PEERS_MAX,
+        "{forged} forged groups"
+    );
+    assert_eq!(after, crate::limits::UNINITIALIZED_PEERS_MAX);
+    store.shutdown();
+}

@@ -129,6 +129,7 @@ impl SimNode {
             transport: outbox.clone(),
             snap_worker,
             leaders: Arc::new(LeaderBoard::default()),
+            uninitialized: Default::default(),
         };
         self.incarnation += 1;
         self.live = Some(Live {
