@@ -573,5 +573,26 @@ async fn the_consistency_check_raises_the_alarm_when_a_replica_diverges() -> any
         .await?
         .into_inner();
     assert!(st.last_check.starts_with("DIVERGED"), "{st:?}");
+
+    // The periodic option raises the same alarm without anyone asking: restart every
+    // node with it and wait for the leader (wherever it is now) to check by itself.
+    let alarms = |c: &Cluster| c.logs().matches("REPLICA DIVERGENCE").count();
+    let before = alarms(&cluster);
+    for n in 1..=3 {
+        let node = cluster.node(n);
+        node.args
+            .extend(["--consistency-check-interval".into(), "1s".into()]);
+        node.stop()?;
+        node.restart().await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while alarms(&cluster) <= before {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no periodic alarm within 30 s:\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     Ok(())
 }

@@ -68,6 +68,8 @@ pub struct ServerConfig {
     pub initial_cluster: Vec<(u64, String)>,
     /// The address of any node of a running cluster to join.
     pub join: Option<String>,
+    /// Run a consistency check of every group this node leads this often.
+    pub check_interval: Option<Duration>,
 }
 
 /// What a node settles once and keeps in `identity.json` in its data dir: a node that
@@ -223,6 +225,7 @@ async fn join_cluster(
 /// A node that has recovered its state and is ready to serve.
 pub struct Server {
     node: Arc<Node>,
+    check_interval: Option<Duration>,
     threads: crate::raftstore::StoreThreads,
     listener: TcpListener,
     transport_service: TransportService,
@@ -307,6 +310,7 @@ impl Server {
         recover(&node, &store, &plugins, &identity, fresh).await?;
         Ok(Self {
             node,
+            check_interval: config.check_interval,
             threads,
             listener,
             transport_service,
@@ -342,6 +346,9 @@ impl Server {
         .max_decoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX);
         let background = tokio::spawn(keep_fresh(self.node.clone()));
+        let checks = self
+            .check_interval
+            .map(|every| tokio::spawn(periodic_checks(self.node.clone(), every)));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let serving = tonic::transport::Server::builder()
             .concurrency_limit_per_connection(1024)
@@ -372,6 +379,9 @@ impl Server {
             }
         };
         background.abort();
+        if let Some(c) = checks {
+            c.abort();
+        }
         tracing::info!("stopping the raft loops");
         self.node.raft.shutdown();
         let threads = self.threads;
@@ -416,6 +426,36 @@ async fn keep_fresh(node: Arc<Node>) {
             collect_garbage(&node).await;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Every `every`, checks the consistency of each group this node leads, one group at
+/// a time (the same check as `flotilla group check`: a digest entry through the log,
+/// every replica's hash compared; a mismatch is logged as REPLICA DIVERGENCE and shown
+/// by `group status`).
+async fn periodic_checks(node: Arc<Node>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        for g in node.raft.groups() {
+            if g == META_GROUP {
+                continue;
+            }
+            let leads = node
+                .raft
+                .status(g)
+                .await
+                .is_ok_and(|st| st.role == "Leader");
+            if !leads {
+                continue;
+            }
+            match node.check_group(g).await {
+                Ok(r) if r.consistent => {
+                    tracing::debug!(group = g.0, index = r.index, "periodic check: consistent")
+                }
+                Ok(_) => {} // check_group has raised the alarm
+                Err(e) => tracing::warn!(group = g.0, "periodic check failed: {}", e.message()),
+            }
+        }
     }
 }
 

@@ -31,6 +31,11 @@ pub struct ServerArgs {
     /// Join a running cluster through any of its nodes (HOST:PORT); needs --id.
     #[arg(long, conflicts_with = "initial_cluster")]
     pub join: Option<String>,
+    /// Check every group this node leads for replica divergence this often (e.g. 10m):
+    /// a digest entry goes through the log and every replica's state hash is compared,
+    /// as `flotilla group check` does. Off by default.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub consistency_check_interval: Option<std::time::Duration>,
 }
 
 fn parse_member(s: &str) -> Result<(u64, String), String> {
@@ -86,6 +91,7 @@ async fn start(args: &ServerArgs) -> anyhow::Result<Server> {
         id: args.id,
         initial_cluster: args.initial_cluster.clone(),
         join: args.join.clone(),
+        check_interval: args.consistency_check_interval,
     };
     let server = Server::start(&config).await.with_context(|| {
         format!(
@@ -125,6 +131,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             id: Some(*id),
             initial_cluster: members.clone(),
             join: None,
+            consistency_check_interval: None,
         };
         servers.push(start(&server_args).await?);
     }
