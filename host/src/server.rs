@@ -346,6 +346,7 @@ impl Server {
         .max_decoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX);
         let background = tokio::spawn(keep_fresh(self.node.clone()));
+        let liveness = tokio::spawn(crate::api::liveness::watch(self.node.clone()));
         let checks = self
             .check_interval
             .map(|every| tokio::spawn(periodic_checks(self.node.clone(), every)));
@@ -379,6 +380,7 @@ impl Server {
             }
         };
         background.abort();
+        liveness.abort();
         if let Some(c) = checks {
             c.abort();
         }

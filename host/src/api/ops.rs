@@ -271,6 +271,7 @@ impl Node {
                         first_index: 0,
                         last_index: rep.last_index,
                         pending_proposals: 0,
+                        hibernating: false,
                         voters: Vec::new(),
                         learners: Vec::new(),
                         progress: rep

@@ -29,6 +29,7 @@ pub struct RaftStore {
     apply: Arc<dyn ApplyStore>,
     leaders: Arc<LeaderBoard>,
     node: NodeId,
+    hibernating: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for RaftStore {
@@ -112,6 +113,7 @@ impl RaftStore {
                 })
             })?;
         let leaders = Arc::new(LeaderBoard::default());
+        let hibernating = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let store_loop = StoreLoop {
             peers: Default::default(),
             router: router.clone(),
@@ -125,6 +127,7 @@ impl RaftStore {
             snap_worker,
             leaders: leaders.clone(),
             uninitialized: Default::default(),
+            hibernating: hibernating.clone(),
         };
         let fatal = deps.fatal.clone();
         let store = std::thread::Builder::new()
@@ -137,6 +140,7 @@ impl RaftStore {
                 apply: deps.apply,
                 leaders,
                 node: deps.node,
+                hibernating,
             },
             StoreThreads {
                 store,
@@ -273,6 +277,17 @@ impl RaftStore {
     /// The leaders of the groups on this node, for watchers.
     pub fn leaders(&self) -> &Arc<LeaderBoard> {
         &self.leaders
+    }
+
+    /// Wakes the hibernating replicas whose leader lives on `node` (it stopped
+    /// answering): they tick again and elect a new leader if it is really gone.
+    pub fn wake_led_by(&self, node: NodeId) {
+        let _ = self.router.send_control(StoreMsg::WakeLedBy(node));
+    }
+
+    /// How many of this node's replicas hibernate (as of the last tick).
+    pub fn hibernating(&self) -> usize {
+        self.hibernating.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// This node's id.

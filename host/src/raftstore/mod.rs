@@ -21,6 +21,7 @@ pub mod dedup;
 pub mod digest;
 pub mod fsm;
 pub mod handle;
+pub mod hibernate;
 pub mod leaders;
 mod logger;
 pub mod mem_kv;

@@ -68,6 +68,8 @@ pub struct GroupStatus {
     pub first_index: u64,
     pub last_index: u64,
     pub pending_proposals: u64,
+    /// The group is idle and this peer does not tick (see [`super::hibernate`]).
+    pub hibernating: bool,
     pub voters: Vec<u64>,
     pub learners: Vec<u64>,
     /// On a leader: each peer's matched index (replication progress), by peer id.
@@ -162,5 +164,8 @@ pub enum StoreMsg {
         group: GroupId,
         msg: Box<raft::eraftpb::Message>,
     },
+    /// Wake every hibernating peer whose leader lives on this node (it stopped
+    /// answering), so that they elect another leader.
+    WakeLedBy(crate::ids::NodeId),
     Shutdown,
 }

@@ -14,6 +14,7 @@ use raft::eraftpb::{
 };
 use raft::{RawNode, StateRole};
 
+use super::hibernate::{self, Hibernation};
 use super::leaders::LeaderBoard;
 use super::msg::{GroupStatus, IndexReply, PeerChange, PeerMsg, ProposeReply, RaftError, ReadKind};
 use super::payload;
@@ -105,6 +106,7 @@ pub struct Peer {
     leaders: Arc<LeaderBoard>,
     /// Messages to the transport, gathered over a round.
     pub outbox: Vec<OutMessage>,
+    hib: Hibernation,
 }
 
 /// Commands gathered in one round, packed into as few entries as the limits allow.
@@ -143,6 +145,7 @@ impl Peer {
             removed_at: None,
             leaders,
             outbox: Vec::new(),
+            hib: Hibernation::default(),
         }
     }
 
@@ -155,6 +158,66 @@ impl Peer {
     /// yet.
     pub fn is_initialized(&self) -> bool {
         self.raw.raft.raft_log.last_index() > 0
+    }
+
+    /// Advances raft's clock unless the group hibernates; a leader whose group has
+    /// been quiescent long enough sends hibernate notices and stops ticking. Returns
+    /// true if there may be something to handle.
+    pub fn tick(&mut self) -> bool {
+        if self.hib.is_hibernating() {
+            return false;
+        }
+        let ready = self.raw.tick();
+        let leader = self.is_leader();
+        let quiescent = leader && self.group.0 != 0 && self.quiescent();
+        if self.hib.on_tick(quiescent) && leader {
+            let raft = &mut self.raw.raft;
+            let (me, term, commit) = (raft.id, raft.term, raft.raft_log.committed);
+            let peers: Vec<u64> = raft.prs().iter().map(|(id, _)| *id).collect();
+            for to in peers.into_iter().filter(|p| *p != me) {
+                raft.msgs.push(hibernate::notice(me, to, term, commit));
+            }
+            self.hib.sleep();
+            return true;
+        }
+        ready
+    }
+
+    /// Nothing in flight and every peer up to date: the group can hibernate.
+    fn quiescent(&self) -> bool {
+        let raft = &self.raw.raft;
+        let last = raft.raft_log.last_index();
+        self.pending_commands == 0
+            && self.proposals.is_empty()
+            && self.read_batches.is_empty()
+            && self.reads_before_commit.is_empty()
+            && self.reads_waiting_apply.is_empty()
+            && self.installing.is_none()
+            && self.compact_to.is_none()
+            && raft.raft_log.committed == last
+            && self.applied == last
+            && !raft.has_pending_conf()
+            && raft.lead_transferee.is_none()
+            && raft.pending_read_count() == 0
+            && self.raw.store().conf_state().voters_outgoing.is_empty()
+            && raft.prs().iter().all(|(_, pr)| pr.matched == last)
+    }
+
+    /// Wakes a hibernating peer; a leader pings its followers so they wake too.
+    pub fn wake(&mut self) {
+        if self.hib.wake() && self.is_leader() {
+            self.raw.ping();
+        }
+    }
+
+    pub fn is_hibernating(&self) -> bool {
+        self.hib.is_hibernating()
+    }
+
+    /// The node hosting this peer's leader, if one is known.
+    pub fn leader_node(&self) -> Option<crate::ids::NodeId> {
+        let id = self.raw.raft.leader_id;
+        (id != 0).then(|| PeerId(id).node())
     }
 
     fn publish_leader(&self) {
@@ -215,6 +278,14 @@ impl Peer {
         let mut reads: Vec<IndexReply> = Vec::new();
         let mut destroy = None;
         for msg in msgs {
+            let wakes = match &msg {
+                PeerMsg::Raft(m) => hibernate::wakes(m),
+                PeerMsg::Status { .. } => false,
+                _ => true,
+            };
+            if wakes {
+                self.wake();
+            }
             match msg {
                 PeerMsg::Propose {
                     command,
@@ -298,8 +369,11 @@ impl Peer {
                     }
                 }
                 PeerMsg::Raft(m) => {
+                    let (notice, from) = (hibernate::is_notice(&m), m.from);
                     if let Err(e) = self.raw.step(*m) {
                         tracing::debug!(group = self.group.0, "raft message ignored: {e}");
+                    } else if notice && !self.is_leader() && self.raw.raft.leader_id == from {
+                        self.hib.sleep();
                     }
                 }
                 PeerMsg::Unreachable { peer } => self.raw.report_unreachable(peer.0),
@@ -447,9 +521,13 @@ impl Peer {
         // raft-rs keeps check-quorum on, so a leader steps down once it cannot hear a
         // quorum within an election timeout; a leader that has committed in its own term
         // knows every earlier write.
-        if self.is_leader() && self.raw.raft.commit_to_current_term() {
+        // A leader that hibernated ran no check-quorum meanwhile: it asks a quorum
+        // (ReadIndex) until it has ticked long enough to trust its lease again.
+        if self.is_leader() && self.raw.raft.commit_to_current_term() && self.hib.lease_ready() {
             let index = self.raw.raft.raft_log.committed;
             self.wait_applied(index, reply);
+        } else if self.is_leader() {
+            self.reads_before_commit.push(reply);
         } else {
             let _ = reply.send(Err(self.not_leader()));
         }
@@ -707,6 +785,7 @@ impl Peer {
             first_index: store.first_index(),
             last_index: store.last_index(),
             pending_proposals: self.pending_commands as u64,
+            hibernating: self.hib.is_hibernating(),
             voters: store.conf_state().voters.clone(),
             learners: store.conf_state().learners.clone(),
             progress: if self.is_leader() {

@@ -12,6 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
@@ -55,6 +56,8 @@ pub struct StoreLoop {
     /// Groups whose replica a message created and that may still be uninitialized
     /// (bounded by [`limits::UNINITIALIZED_PEERS_MAX`]).
     pub(super) uninitialized: HashSet<GroupId>,
+    /// How many peers hibernate, as of the last tick.
+    pub(super) hibernating: Arc<AtomicUsize>,
 }
 
 impl StoreLoop {
@@ -124,6 +127,24 @@ impl StoreLoop {
                 }
                 false
             }
+            StoreMsg::WakeLedBy(node) => {
+                let mut woken = 0;
+                for (group, (peer, _)) in &mut self.peers {
+                    if peer.is_hibernating() && peer.leader_node() == Some(node) {
+                        peer.wake();
+                        scheduled.push(*group);
+                        woken += 1;
+                    }
+                }
+                if woken > 0 {
+                    tracing::info!(
+                        node = node.0,
+                        woken,
+                        "woke hibernating replicas whose leader's node stopped answering"
+                    );
+                }
+                false
+            }
             StoreMsg::Shutdown => {
                 for (peer, _) in self.peers.values_mut() {
                     peer.fail_all(&RaftError::Stopped);
@@ -165,11 +186,14 @@ impl StoreLoop {
             active.push(group);
         }
         if tick {
+            let mut hibernating = 0;
             for (group, (peer, _)) in &mut self.peers {
-                if peer.raw.tick() {
+                if peer.tick() {
                     active.push(*group);
                 }
+                hibernating += usize::from(peer.is_hibernating());
             }
+            self.hibernating.store(hibernating, Ordering::Relaxed);
         }
         active.sort_unstable();
         active.dedup();

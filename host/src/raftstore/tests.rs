@@ -473,3 +473,107 @@ async fn forged_heartbeats_create_a_bounded_number_of_replicas() {
     assert_eq!(after, crate::limits::UNINITIALIZED_PEERS_MAX);
     store.shutdown();
 }
+
+async fn all_hibernating(nodes: &[&RaftStore], g: GroupId) -> bool {
+    for _ in 0..200 {
+        let mut all = true;
+        for n in nodes {
+            all &= n.status(g).await.is_ok_and(|s| s.hibernating);
+        }
+        if all {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_groups_hibernate_wake_on_demand_keep_leases_safe_and_fail_over() {
+    let net = Arc::new(LocalNet::default());
+    let mems: Vec<Arc<MemStore>> = (0..3).map(|_| Arc::new(MemStore::default())).collect();
+    let (n1, t1) = start_node(1, &mems[0], &net);
+    let (n2, t2) = start_node(2, &mems[1], &net);
+    let (n3, t3) = start_node(3, &mems[2], &net);
+    let g = GroupId(9);
+    let peers: Vec<PeerId> = (1..=3).map(|n| PeerId::compose(1, NodeId(n))).collect();
+    for (i, n) in [&n1, &n2, &n3].into_iter().enumerate() {
+        n.start_peer(PeerSpec {
+            group: g,
+            peer: peers[i],
+            voters: peers.clone(),
+            plugin: PluginDigest::of(b"adder"),
+            campaign: i == 0,
+        })
+        .await
+        .expect("start");
+    }
+    let all = [&n1, &n2, &n3];
+    for _ in 0..5 {
+        propose_until_ok(&all, g, b"1").await;
+    }
+    assert!(
+        all_hibernating(&all, g).await,
+        "the idle group never hibernated"
+    );
+    let leader = leader_of(&all, g).await;
+    let term = leader.status(g).await.expect("status").term;
+
+    // A proposal wakes the group and commits without an election.
+    let p = leader
+        .propose(g, b"1".to_vec(), String::new())
+        .await
+        .expect("a proposal to a hibernating leader");
+    for n in all {
+        assert_eq!(applied_value(n, g, p.index).await, 6);
+        assert_eq!(n.status(g).await.expect("status").term, term);
+    }
+    assert!(
+        all_hibernating(&all, g).await,
+        "the group did not hibernate again"
+    );
+
+    // Cut the hibernating leader off. A lease read must not be served from its old
+    // lease: it goes through ReadIndex, which cannot reach a quorum.
+    net.down.write().insert(leader.node());
+    let read = tokio::time::timeout(
+        std::time::Duration::from_millis(1500),
+        leader.read_barrier(g, ReadKind::Lease),
+    )
+    .await;
+    assert!(
+        !matches!(read, Ok(Ok(_))),
+        "a leader cut off while hibernating served a lease read: {read:?}"
+    );
+
+    // The followers hibernate and do not notice on their own...
+    let rest: Vec<&RaftStore> = all
+        .iter()
+        .copied()
+        .filter(|n| n.node() != leader.node())
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    for n in &rest {
+        let st = n.status(g).await.expect("status");
+        assert!(st.hibernating && st.term == term, "{st:?}");
+    }
+    // ...until the node's liveness check wakes them: they elect a new leader.
+    for n in &rest {
+        n.wake_led_by(leader.node());
+    }
+    let index = propose_until_ok(&rest, g, b"1").await;
+    assert_eq!(applied_value(rest[0], g, index).await, 7);
+    let new_term = leader_of(&rest, g)
+        .await
+        .status(g)
+        .await
+        .expect("status")
+        .term;
+    assert!(new_term > term);
+    for n in all {
+        n.shutdown();
+    }
+    for t in [t1, t2, t3] {
+        t.join();
+    }
+}

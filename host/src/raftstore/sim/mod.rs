@@ -73,7 +73,8 @@ pub fn describe(r: &Report) -> String {
     let mut out = format!(
         "seed {}: {} nodes, {} kv groups, trace {:016x}; {} steps, ops ok/unknown/abandoned \
          {}/{}/{}, msgs {} delivered {} lost, {} snapshots, {} crashes, {} partitions, {} \
-         transfers, {} conf changes, {} leaders, max applied {}, max truncated {}",
+         transfers, {} conf changes, {} leaders, max applied {}, max truncated {}, {} \
+         hibernating peer-ticks",
         r.seed,
         r.config.nodes,
         r.config.kv_groups,
@@ -91,7 +92,8 @@ pub fn describe(r: &Report) -> String {
         s.conf_changes,
         s.leaders,
         s.max_applied,
-        s.max_truncated
+        s.max_truncated,
+        s.hibernating_peer_ticks
     );
     if !s.unknown_reasons.is_empty() {
         out.push_str(&format!("\n  unknown outcomes: {:?}", s.unknown_reasons));

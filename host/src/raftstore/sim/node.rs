@@ -130,6 +130,7 @@ impl SimNode {
             snap_worker,
             leaders: Arc::new(LeaderBoard::default()),
             uninitialized: Default::default(),
+            hibernating: Default::default(),
         };
         self.incarnation += 1;
         self.live = Some(Live {

@@ -95,6 +95,8 @@ pub struct Stats {
     pub states_checked: u64,
     /// Proposals raft refused to append (retried).
     pub retried_drops: u64,
+    /// Sum over simulated 100 ms ticks of the peers hibernating then.
+    pub hibernating_peer_ticks: u64,
     /// Why operations ended with an unknown outcome, by reason.
     pub unknown_reasons: BTreeMap<String, u64>,
 }
@@ -177,6 +179,11 @@ pub struct World {
     heal_at: Option<u64>,
     reconfigs: BTreeMap<GroupId, Reconfig>,
     followups: BTreeMap<GroupId, u64>,
+    /// What each node's liveness probes know of each other node (index i, j).
+    silences: BTreeMap<(usize, usize), crate::raftstore::hibernate::Silence>,
+    /// Clients start no new operations before this time (a quiet period, in which idle
+    /// groups hibernate while the faults go on).
+    quiet_until: u64,
     next_peer_seq: u64,
     groups: Vec<GroupId>,
     // Invariant state.
@@ -223,6 +230,8 @@ impl World {
             heal_at: None,
             reconfigs: BTreeMap::new(),
             followups: BTreeMap::new(),
+            silences: BTreeMap::new(),
+            quiet_until: 0,
             next_peer_seq: 1,
             groups,
             leaders: BTreeMap::new(),
@@ -329,7 +338,8 @@ impl World {
             }
         }
         self.deliver();
-        self.dispatch_clients(new_ops);
+        self.probe_liveness();
+        self.dispatch_clients(new_ops && self.now >= self.quiet_until);
         self.poll_reconfigs();
         for i in 0..self.nodes.len() {
             let node = &mut self.nodes[i];
@@ -347,6 +357,40 @@ impl World {
     }
 
     // ---------------------------------------------------------------- network
+
+    /// What `api::liveness` does on a real node: a node that cannot hear another (it
+    /// is down, or the network between them is cut) wakes the replicas led from there.
+    fn probe_liveness(&mut self) {
+        let n = self.nodes.len();
+        if self.now.is_multiple_of(limits::TICK_INTERVAL_MS) {
+            for node in &self.nodes {
+                if let Some(live) = &node.live {
+                    let asleep = live.store_loop.peers.values();
+                    let asleep = asleep.filter(|(p, _)| p.is_hibernating()).count();
+                    self.stats.hibernating_peer_ticks += asleep as u64;
+                }
+            }
+        }
+        for i in 0..n {
+            if self.nodes[i].live.is_none() {
+                continue;
+            }
+            for j in (0..n).filter(|j| *j != i) {
+                let (a, b) = (self.nodes[i].id, self.nodes[j].id);
+                let answered = self.nodes[j].live.is_some()
+                    && !self.net.is_cut(a, b)
+                    && !self.net.is_cut(b, a);
+                let silence = self.silences.entry((i, j)).or_default();
+                if silence.probe(answered, self.now)
+                    && let Some(live) = &self.nodes[i].live
+                {
+                    let _ = live
+                        .router
+                        .send_control(crate::raftstore::msg::StoreMsg::WakeLedBy(b));
+                }
+            }
+        }
+    }
 
     fn deliver(&mut self) {
         for (from, m, ok) in self.net.due(self.now) {
@@ -625,7 +669,7 @@ impl World {
         self.next_fault_at = self.now + self.fault_rng.range(gap / 2, gap * 3 / 2);
         let all: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
         let n = all.len();
-        let kind = self.fault_rng.below(11);
+        let kind = self.fault_rng.below(12);
         self.trace.u64(0xFA17 ^ kind);
         match kind {
             0 | 1 => {
@@ -697,6 +741,10 @@ impl World {
                     let down_ms = self.fault_rng.range(100, 3_000);
                     self.crash(i, down_ms);
                 }
+            }
+            11 => {
+                // Quiet: no new client operations for a while, so groups hibernate.
+                self.quiet_until = self.now + self.fault_rng.range(2_500, 8_000);
             }
             _ => {
                 self.net.heal();
