@@ -52,6 +52,7 @@ impl ClusterService {
                     commit_index: st.commit_index,
                     applied_index: st.applied_index,
                     last_index: last,
+                    hibernating: st.hibernating,
                     progress: st
                         .progress
                         .iter()
@@ -188,10 +189,12 @@ impl Cluster for ClusterService {
                 alive: status.is_ok(),
                 replicas: 0,
                 leaders: 0,
+                hibernating: 0,
             };
             if let Ok(st) = status {
                 info.replicas = st.replicas.len() as u32;
                 for r in st.replicas {
+                    info.hibernating += u32::from(r.hibernating);
                     if r.role == "Leader" {
                         info.leaders += 1;
                         if r.group_id == 0 {
@@ -331,6 +334,7 @@ impl Cluster for ClusterService {
                     alive: true,
                     replicas: n.replicas as u32,
                     leaders: 0,
+                    hibernating: 0,
                 })
                 .collect(),
             meta_nodes: self.node.meta_nodes.iter().map(|n| n.0).collect(),

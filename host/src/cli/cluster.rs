@@ -106,7 +106,7 @@ pub async fn run_cluster(cmd: ClusterCmd) -> anyhow::Result<()> {
             "meta_leader_node_id": st.meta_leader_node_id,
             "nodes": st.nodes.iter().map(|n| serde_json::json!({
                 "node_id": n.node_id, "addr": n.addr, "state": n.state, "alive": n.alive,
-                "replicas": n.replicas, "leaders": n.leaders,
+                "replicas": n.replicas, "leaders": n.leaders, "hibernating": n.hibernating,
             })).collect::<Vec<_>>(),
             "groups": st.groups.iter().map(|g| serde_json::json!({
                 "group_id": g.group_id, "leader_peer_id": g.leader_peer_id,
@@ -128,13 +128,14 @@ pub async fn run_cluster(cmd: ClusterCmd) -> anyhow::Result<()> {
                         if n.alive { "yes" } else { "NO" }.to_string(),
                         n.replicas.to_string(),
                         n.leaders.to_string(),
+                        n.hibernating.to_string(),
                     ]
                 })
                 .collect();
             println!(
                 "{}",
                 table(
-                    &["node", "addr", "state", "alive", "replicas", "leaders"],
+                    &["node", "addr", "state", "alive", "replicas", "leaders", "hibernating"],
                     rows
                 )
             );

@@ -14,6 +14,9 @@ pub enum GroupCmd {
         /// Replicas on distinct nodes (default: 3, or fewer if fewer nodes are up).
         #[arg(long, default_value_t = 0)]
         replicas: u32,
+        /// How many such groups to create (1..=100000), 16 requests at a time.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        count: u32,
         #[command(flatten)]
         opts: ClientOpts,
     },
@@ -56,7 +59,14 @@ pub async fn run(cmd: GroupCmd) -> anyhow::Result<()> {
         GroupCmd::Create {
             plugin,
             replicas,
+            count,
             opts,
+        } if count > 1 => super::group_many::create_many(&opts, &plugin, replicas, count).await?,
+        GroupCmd::Create {
+            plugin,
+            replicas,
+            opts,
+            ..
         } => {
             let mut c = admin(&opts.endpoint).await?;
             let g = c

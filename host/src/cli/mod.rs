@@ -6,6 +6,7 @@ mod bench;
 mod cluster;
 mod connect;
 mod group;
+mod group_many;
 mod output;
 mod plugin;
 mod request;

@@ -89,6 +89,14 @@ impl Silence {
     }
 }
 
+/// Whether groups may hibernate at all: on, unless the process was started with
+/// `FLOTILLA_HIBERNATE=off` (a benchmarking switch, to measure what idle groups cost
+/// without it; read once).
+pub fn enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| std::env::var("FLOTILLA_HIBERNATE").map_or(true, |v| v != "off"))
+}
+
 /// One peer's hibernation state.
 #[derive(Debug, Default)]
 pub struct Hibernation {

@@ -169,7 +169,7 @@ impl Peer {
         }
         let ready = self.raw.tick();
         let leader = self.is_leader();
-        let quiescent = leader && self.group.0 != 0 && self.quiescent();
+        let quiescent = leader && self.group.0 != 0 && hibernate::enabled() && self.quiescent();
         if self.hib.on_tick(quiescent) && leader {
             let raft = &mut self.raw.raft;
             let (me, term, commit) = (raft.id, raft.term, raft.raft_log.committed);
