@@ -96,8 +96,16 @@ async fn client(addr: String, group: u64, id: u64, history: Arc<History<Input, O
                 new: Some(value),
             },
         };
-        if conn.is_none() {
+        // Only a request actually sent can have an unknown outcome: while the node is
+        // down, wait for it instead of burning the workload on refused connections
+        // (on a loaded machine the restart can outlast every remaining operation, and
+        // a history of unknowns proves nothing).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        while conn.is_none() && tokio::time::Instant::now() < deadline {
             conn = connect(&addr).await;
+            if conn.is_none() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
         let op = history.invoke(id, input.clone());
         let out = match conn.as_mut() {
