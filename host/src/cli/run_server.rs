@@ -31,6 +31,9 @@ pub struct ServerArgs {
     /// Join a running cluster through any of its nodes (HOST:PORT); needs --id.
     #[arg(long, conflicts_with = "initial_cluster")]
     pub join: Option<String>,
+    /// Serve Prometheus metrics over HTTP at http://HOST:PORT/metrics (off if not given).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 fn parse_member(s: &str) -> Result<(u64, String), String> {
@@ -58,7 +61,17 @@ pub struct DevArgs {
     /// How many nodes to run (in this one process, each with its own port and data dir).
     #[arg(long, default_value_t = 3)]
     pub nodes: u16,
+    /// Where the first node serves Prometheus metrics (GET /metrics); the others take the
+    /// next ports.
+    #[arg(long, value_name = "HOST:PORT", default_value = DEV_METRICS_LISTEN)]
+    pub metrics_listen: SocketAddr,
+    /// Serve no metrics.
+    #[arg(long)]
+    pub no_metrics: bool,
 }
+
+/// Where `flotilla dev`'s first node serves metrics by default.
+pub const DEV_METRICS_LISTEN: &str = "127.0.0.1:9420";
 
 async fn shutdown_signal() {
     let ctrl_c = async {
@@ -86,6 +99,7 @@ async fn start(args: &ServerArgs) -> anyhow::Result<Server> {
         id: args.id,
         initial_cluster: args.initial_cluster.clone(),
         join: args.join.clone(),
+        metrics_listen: args.metrics_listen,
     };
     let server = Server::start(&config).await.with_context(|| {
         format!(
@@ -95,8 +109,12 @@ async fn start(args: &ServerArgs) -> anyhow::Result<Server> {
     })?;
     let addr = server.local_addr().unwrap_or(args.listen);
     tracing::info!(%addr, data_dir = %args.data_dir.display(), "flotilla node serving");
+    let metrics = server
+        .metrics_addr()
+        .map(|m| format!(", metrics on http://{m}/metrics"))
+        .unwrap_or_default();
     println!(
-        "flotilla node serving on {addr} (data dir {})",
+        "flotilla node serving on {addr} (data dir {}{metrics})",
         args.data_dir.display()
     );
     Ok(server)
@@ -117,16 +135,27 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             (u64::from(i) + 1, a.to_string())
         })
         .collect();
+    let metrics_addr = |i: u16| {
+        let mut a = args.metrics_listen;
+        a.set_port(args.metrics_listen.port().saturating_add(i));
+        (!args.no_metrics).then_some(a)
+    };
     let mut servers = Vec::new();
-    for (id, addr) in &members {
+    let mut metrics_urls = Vec::new();
+    for (i, (id, addr)) in (0u16..).zip(&members) {
         let server_args = ServerArgs {
             listen: addr.parse()?,
             data_dir: args.data_dir.join(format!("node-{id}")),
             id: Some(*id),
             initial_cluster: members.clone(),
             join: None,
+            metrics_listen: metrics_addr(i),
         };
-        servers.push(start(&server_args).await?);
+        let server = start(&server_args).await?;
+        if let Some(m) = server.metrics_addr() {
+            metrics_urls.push(format!("http://{m}/metrics"));
+        }
+        servers.push(server);
     }
     let endpoint = members[0].1.clone();
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
@@ -172,8 +201,11 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             }
         }
         println!("\nnodes:");
-        for (id, addr) in &members {
-            println!("  node {id} on {addr}");
+        for (i, (id, addr)) in members.iter().enumerate() {
+            match metrics_urls.get(i) {
+                Some(url) => println!("  node {id} on {addr}, metrics {url}"),
+                None => println!("  node {id} on {addr}"),
+            }
         }
         println!("\ngroups:");
         for g in &groups {
@@ -187,6 +219,13 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             .find(|g| g.plugin.starts_with("kv@"))
             .map_or(1, |g| g.group_id);
         let other = members.last().map_or(endpoint.clone(), |m| m.1.clone());
+        let (bench_metrics, scrape) = match metrics_urls.first() {
+            Some(first) => (
+                format!(" --metrics {}", metrics_urls.join(",")),
+                format!("  curl -s {first} | grep -v '^#'\n"),
+            ),
+            None => (String::new(), String::new()),
+        };
         println!(
             "\ntry next (in another terminal):\n  \
              flotilla propose --group {kv} '{{\"put\":{{\"key\":\"hello\",\"value\":\"world\"}}}}'\n  \
@@ -194,7 +233,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
              flotilla cluster status\n  \
              flotilla group status {kv}\n  \
              flotilla group transfer-leader {kv} --node 2\n  \
-             flotilla bench --clients 64 --duration 10s\n\
+             flotilla bench --clients 64 --duration 10s{bench_metrics}\n{scrape}\
              (cargo users: `cargo run --release --bin flotilla -- <args>`)\n\
              Ctrl-C stops the nodes; their data stays in {}.",
             args.data_dir.display()

@@ -130,6 +130,7 @@ impl SimNode {
             snap_worker,
             leaders: Arc::new(LeaderBoard::default()),
             uninitialized: Default::default(),
+            metrics: Default::default(),
         };
         self.incarnation += 1;
         self.live = Some(Live {
@@ -226,6 +227,7 @@ impl SimNode {
                 fsm: Arc::new(SimFsm),
                 router: live.router.clone(),
                 fatal: live.fatal_handler.clone(),
+                metrics: Default::default(),
             }
             .run(rx);
         }
