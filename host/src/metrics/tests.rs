@@ -235,7 +235,15 @@ async fn the_raft_core_counts_proposals_fsyncs_and_applies() {
         .await;
     assert!(missing.is_err());
 
-    let s = samples(&m);
+    // The apply loop answers before it adds its batch to the counters.
+    let mut s = samples(&m);
+    for _ in 0..50 {
+        if s.value("flotilla_commands_applied_total") >= 21.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        s = samples(&m);
+    }
     assert_eq!(s.value("flotilla_proposals_total"), 22.0);
     assert_eq!(
         s.value("flotilla_proposals_failed_total{reason=\"plugin\"}"),
