@@ -313,18 +313,16 @@ impl Server {
             book.clone(),
         );
         metrics.add_transport(sent_stats, transport_service.stats());
-        let node = Arc::new(
-            Node::new(
-                raft,
-                store.clone(),
-                plugins.clone(),
-                me,
-                advertise,
-                identity.meta_nodes.iter().copied().map(NodeId).collect(),
-                book,
-            )
-            .with_metrics(metrics.ops.clone()),
+        let node = Node::new(
+            raft,
+            store.clone(),
+            plugins.clone(),
+            me,
+            advertise,
+            identity.meta_nodes.iter().copied().map(NodeId).collect(),
+            book,
         );
+        let node = Arc::new(node.with_metrics(metrics.ops.clone()));
         recover(&node, &store, &plugins, &identity, fresh).await?;
         Ok(Self {
             node,
