@@ -14,3 +14,4 @@ mod t70_cluster;
 mod t80_bad_input;
 mod t90_fault_loop;
 mod t92_full_disk;
+mod t95_metrics;

@@ -3,6 +3,8 @@
 //!
 //! # Layout
 //! - [`ids`], [`limits`]: identifiers and every bound of the node, shared by all rooms.
+//! - [`metrics`]: the node's Prometheus registry and the in-memory metric handles the
+//!   rooms update (no IO but the `/metrics` HTTP endpoint in [`metrics::http`]).
 //! - [`raftstore`]: the multi-raft core (raft-rs peers, router, store loop, apply loop).
 //!   No IO: it defines the traits the rooms below implement.
 //! - [`storage`]: fjall: raft log and state, apply state, plugin KV data, plugin blobs.
@@ -21,6 +23,7 @@ pub mod cli;
 pub mod examples;
 pub mod ids;
 pub mod limits;
+pub mod metrics;
 pub mod placement;
 pub mod plugin;
 pub mod proto;

@@ -21,6 +21,7 @@ use crate::api::peers::AddrBook;
 use crate::api::wiring::{Blobs, LateInbound};
 use crate::ids::{GroupId, NODE_ID_MAX, NodeId, PeerId};
 use crate::limits;
+use crate::metrics::NodeMetrics;
 use crate::placement::{HostDispatch, META_GROUP, META_PLUGIN, MetaCommand};
 use crate::plugin::PluginRuntime;
 use crate::proto::v1::admin_server::AdminServer;
@@ -70,6 +71,8 @@ pub struct ServerConfig {
     pub join: Option<String>,
     /// Run a consistency check of every group this node leads this often.
     pub check_interval: Option<Duration>,
+    /// Where to serve Prometheus metrics over HTTP (`GET /metrics`); none if `None`.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// What a node settles once and keeps in `identity.json` in its data dir: a node that
@@ -229,6 +232,8 @@ pub struct Server {
     threads: crate::raftstore::StoreThreads,
     listener: TcpListener,
     transport_service: TransportService,
+    metrics: Arc<NodeMetrics>,
+    metrics_listener: Option<TcpListener>,
 }
 
 impl std::fmt::Debug for Server {
@@ -251,11 +256,21 @@ impl Server {
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_else(|_| config.listen.to_string());
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServerError::Listen { addr, source })?,
+            ),
+            None => None,
+        };
+        let mut metrics = NodeMetrics::new();
         let store = Store::open(&config.data_dir.join("db"))
             .map_err(|e| ServerError::Storage(e.to_string()))?;
         let plugins = Arc::new(
             PluginRuntime::new(config.data_dir.join("compiled"))
-                .map_err(|e| ServerError::Plugin(e.to_string()))?,
+                .map_err(|e| ServerError::Plugin(e.to_string()))?
+                .with_metrics(metrics.plugin.clone()),
         );
         let (identity, fresh) = settle_identity(config, &advertise).await?;
         let me = NodeId(identity.node_id);
@@ -277,6 +292,7 @@ impl Server {
             store.snap_dir().clone(),
             tokio::runtime::Handle::current(),
         );
+        let sent_stats = transport.stats();
         let (raft, threads) = RaftStore::start(StoreDeps {
             log: Arc::new(store.clone()),
             apply: Arc::new(store.clone()),
@@ -285,6 +301,7 @@ impl Server {
             fatal,
             node: me,
             transport,
+            metrics: metrics.raft.clone(),
         })
         .map_err(|e| ServerError::Start(e.to_string()))?;
         let _ = inbound.0.set(raft.clone());
@@ -298,7 +315,8 @@ impl Server {
             }),
             book.clone(),
         );
-        let node = Arc::new(Node::new(
+        metrics.add_transport(sent_stats, transport_service.stats());
+        let node = Node::new(
             raft,
             store.clone(),
             plugins.clone(),
@@ -306,7 +324,8 @@ impl Server {
             advertise,
             identity.meta_nodes.iter().copied().map(NodeId).collect(),
             book,
-        ));
+        );
+        let node = Arc::new(node.with_metrics(metrics.ops.clone()));
         recover(&node, &store, &plugins, &identity, fresh).await?;
         Ok(Self {
             node,
@@ -314,7 +333,21 @@ impl Server {
             threads,
             listener,
             transport_service,
+            metrics: Arc::new(metrics),
+            metrics_listener,
         })
+    }
+
+    /// Where `GET /metrics` is served, if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    /// The node's metrics registry.
+    pub fn metrics(&self) -> Arc<NodeMetrics> {
+        self.metrics.clone()
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
@@ -350,6 +383,9 @@ impl Server {
         let checks = self
             .check_interval
             .map(|every| tokio::spawn(periodic_checks(self.node.clone(), every)));
+        let metrics_http = self.metrics_listener.map(|listener| {
+            tokio::spawn(crate::metrics::http::serve(listener, self.metrics.clone()))
+        });
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let serving = tonic::transport::Server::builder()
             .concurrency_limit_per_connection(1024)
@@ -383,6 +419,9 @@ impl Server {
         liveness.abort();
         if let Some(c) = checks {
             c.abort();
+        }
+        if let Some(task) = metrics_http {
+            task.abort();
         }
         tracing::info!("stopping the raft loops");
         self.node.raft.shutdown();

@@ -35,6 +35,8 @@ pub struct Node {
     deploy_lock: tokio::sync::Mutex<()>,
     /// The last consistency check of each group run through this node.
     pub last_checks: parking_lot::Mutex<std::collections::HashMap<GroupId, String>>,
+    /// Counters of the operations this node runs (consistency checks).
+    pub metrics: crate::metrics::OpsMetrics,
 }
 
 impl std::fmt::Debug for Node {
@@ -77,7 +79,14 @@ impl Node {
             channels: Channels::default(),
             deploy_lock: tokio::sync::Mutex::new(()),
             last_checks: Default::default(),
+            metrics: Default::default(),
         }
+    }
+
+    /// Counts into `metrics` (the node's registry) instead of handles registered nowhere.
+    pub fn with_metrics(mut self, metrics: crate::metrics::OpsMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     pub fn hosts(&self, group: GroupId) -> bool {

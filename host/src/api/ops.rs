@@ -512,6 +512,10 @@ impl Node {
             );
             format!("DIVERGED at index {index}")
         };
+        self.metrics.consistency_checks.inc();
+        if !consistent {
+            self.metrics.replica_divergences.inc();
+        }
         self.last_checks.lock().insert(group, summary);
         Ok(CheckGroupResponse {
             index,

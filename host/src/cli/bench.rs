@@ -36,6 +36,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 4)]
     pub connections: usize,
     #[command(flatten)]
+    pub metrics: super::bench_metrics::MetricsArgs,
+    #[command(flatten)]
     pub opts: ClientOpts,
 }
 
@@ -91,6 +93,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     }
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
+    let metrics_before = a.metrics.scrape().await?;
     let start = Instant::now();
     let deadline = start + a.duration;
     let value = "v".repeat(a.value_size);
@@ -147,6 +150,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     }
     bar.finish_and_clear();
     let elapsed = start.elapsed().as_secs_f64();
+    let node_metrics = a.metrics.summary(metrics_before).await;
     let ok = total.len();
     let ms = |q: f64| total.value_at_quantile(q) as f64 / 1000.0;
     let summary = serde_json::json!({
@@ -154,6 +158,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         "duration_s": elapsed, "writes": ok, "errors": errors.load(Ordering::Relaxed),
         "writes_per_s": ok as f64 / elapsed,
         "p50_ms": ms(0.5), "p99_ms": ms(0.99), "p999_ms": ms(0.999),
+        "node_metrics": node_metrics.as_ref().map(|m| m.to_json()),
     });
     match a.opts.output {
         OutputFormat::Json => print_json(&summary),
@@ -169,6 +174,9 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
             ms(0.99),
             ms(0.999)
         ),
+    }
+    if let (OutputFormat::Table, Some(m)) = (a.opts.output, &node_metrics) {
+        println!("{}", m.render());
     }
     Ok(())
 }

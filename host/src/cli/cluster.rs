@@ -135,7 +135,15 @@ pub async fn run_cluster(cmd: ClusterCmd) -> anyhow::Result<()> {
             println!(
                 "{}",
                 table(
-                    &["node", "addr", "state", "alive", "replicas", "leaders", "hibernating"],
+                    &[
+                        "node",
+                        "addr",
+                        "state",
+                        "alive",
+                        "replicas",
+                        "leaders",
+                        "hibernating"
+                    ],
                     rows
                 )
             );

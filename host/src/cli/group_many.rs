@@ -40,7 +40,11 @@ pub async fn create_many(
         .buffer_unordered(IN_FLIGHT);
     let mut ids = Vec::with_capacity(count as usize);
     while let Some(r) = results.next().await {
-        let g = r.map_err(status_error)?.into_inner().group.unwrap_or_default();
+        let g = r
+            .map_err(status_error)?
+            .into_inner()
+            .group
+            .unwrap_or_default();
         ids.push(g.group_id);
         bar.inc(1);
     }

@@ -3,6 +3,7 @@
 //! Listings print tables, or JSON with `--output json`. `anyhow` lives here, at the edge.
 
 mod bench;
+mod bench_metrics;
 mod cluster;
 mod connect;
 mod group;

@@ -36,6 +36,9 @@ pub struct ServerArgs {
     /// as `flotilla group check` does. Off by default.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub consistency_check_interval: Option<std::time::Duration>,
+    /// Serve Prometheus metrics over HTTP at http://HOST:PORT/metrics (off if not given).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 fn parse_member(s: &str) -> Result<(u64, String), String> {
@@ -63,7 +66,17 @@ pub struct DevArgs {
     /// How many nodes to run (in this one process, each with its own port and data dir).
     #[arg(long, default_value_t = 3)]
     pub nodes: u16,
+    /// Where the first node serves Prometheus metrics (GET /metrics); the others take the
+    /// next ports.
+    #[arg(long, value_name = "HOST:PORT", default_value = DEV_METRICS_LISTEN)]
+    pub metrics_listen: SocketAddr,
+    /// Serve no metrics.
+    #[arg(long)]
+    pub no_metrics: bool,
 }
+
+/// Where `flotilla dev`'s first node serves metrics by default.
+pub const DEV_METRICS_LISTEN: &str = "127.0.0.1:9420";
 
 async fn shutdown_signal() {
     let ctrl_c = async {
@@ -92,6 +105,7 @@ async fn start(args: &ServerArgs) -> anyhow::Result<Server> {
         initial_cluster: args.initial_cluster.clone(),
         join: args.join.clone(),
         check_interval: args.consistency_check_interval,
+        metrics_listen: args.metrics_listen,
     };
     let server = Server::start(&config).await.with_context(|| {
         format!(
@@ -101,8 +115,12 @@ async fn start(args: &ServerArgs) -> anyhow::Result<Server> {
     })?;
     let addr = server.local_addr().unwrap_or(args.listen);
     tracing::info!(%addr, data_dir = %args.data_dir.display(), "flotilla node serving");
+    let metrics = server
+        .metrics_addr()
+        .map(|m| format!(", metrics on http://{m}/metrics"))
+        .unwrap_or_default();
     println!(
-        "flotilla node serving on {addr} (data dir {})",
+        "flotilla node serving on {addr} (data dir {}{metrics})",
         args.data_dir.display()
     );
     Ok(server)
@@ -123,8 +141,14 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             (u64::from(i) + 1, a.to_string())
         })
         .collect();
+    let metrics_addr = |i: u16| {
+        let mut a = args.metrics_listen;
+        a.set_port(args.metrics_listen.port().saturating_add(i));
+        (!args.no_metrics).then_some(a)
+    };
     let mut servers = Vec::new();
-    for (id, addr) in &members {
+    let mut metrics_urls = Vec::new();
+    for (i, (id, addr)) in (0u16..).zip(&members) {
         let server_args = ServerArgs {
             listen: addr.parse()?,
             data_dir: args.data_dir.join(format!("node-{id}")),
@@ -132,8 +156,13 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             initial_cluster: members.clone(),
             join: None,
             consistency_check_interval: None,
+            metrics_listen: metrics_addr(i),
         };
-        servers.push(start(&server_args).await?);
+        let server = start(&server_args).await?;
+        if let Some(m) = server.metrics_addr() {
+            metrics_urls.push(format!("http://{m}/metrics"));
+        }
+        servers.push(server);
     }
     let endpoint = members[0].1.clone();
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
@@ -179,8 +208,11 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             }
         }
         println!("\nnodes:");
-        for (id, addr) in &members {
-            println!("  node {id} on {addr}");
+        for (i, (id, addr)) in members.iter().enumerate() {
+            match metrics_urls.get(i) {
+                Some(url) => println!("  node {id} on {addr}, metrics {url}"),
+                None => println!("  node {id} on {addr}"),
+            }
         }
         println!("\ngroups:");
         for g in &groups {
@@ -194,6 +226,13 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             .find(|g| g.plugin.starts_with("kv@"))
             .map_or(1, |g| g.group_id);
         let other = members.last().map_or(endpoint.clone(), |m| m.1.clone());
+        let (bench_metrics, scrape) = match metrics_urls.first() {
+            Some(first) => (
+                format!(" --metrics {}", metrics_urls.join(",")),
+                format!("  curl -s {first} | grep -v '^#'\n"),
+            ),
+            None => (String::new(), String::new()),
+        };
         println!(
             "\ntry next (in another terminal):\n  \
              flotilla propose --group {kv} '{{\"put\":{{\"key\":\"hello\",\"value\":\"world\"}}}}'\n  \
@@ -201,7 +240,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
              flotilla cluster status\n  \
              flotilla group status {kv}\n  \
              flotilla group transfer-leader {kv} --node 2\n  \
-             flotilla bench --clients 64 --duration 10s\n\
+             flotilla bench --clients 64 --duration 10s{bench_metrics}\n{scrape}\
              (cargo users: `cargo run --release --bin flotilla -- <args>`)\n\
              Ctrl-C stops the nodes; their data stays in {}.",
             args.data_dir.display()

@@ -22,19 +22,21 @@ enum Session {
     Live(Instance),
 }
 
-/// Applies `commands` in order; returns the view and one outcome per command.
+/// Applies `commands` in order; returns the view, one outcome per command and the fuel
+/// the entry's instances consumed.
 pub(crate) fn run_entry(
     prepared: &Prepared,
     slots: &Arc<InstanceSlots>,
     ctx: &EntryContext,
     commands: &[&[u8]],
     kv: KvView,
-) -> (KvView, Vec<CommandOutcome>) {
+) -> (KvView, Vec<CommandOutcome>, u64) {
     let log = LogContext {
         group: ctx.group,
         index: ctx.index,
     };
     let mut outcomes = Vec::with_capacity(commands.len());
+    let mut fuel = 0u64;
     let mut session = Session::Idle(kv);
     for command in commands {
         let mut instance = match session {
@@ -62,6 +64,7 @@ pub(crate) fn run_entry(
                 Session::Live(instance)
             }
             Err(CallError::Poisoned(error)) => {
+                fuel += instance.fuel_used();
                 let mut kv = instance.into_kv();
                 kv.discard_command();
                 outcomes.push(Err(error));
@@ -71,26 +74,33 @@ pub(crate) fn run_entry(
     }
     let kv = match session {
         Session::Idle(kv) => kv,
-        Session::Live(instance) => instance.into_kv(),
+        Session::Live(instance) => {
+            fuel += instance.fuel_used();
+            instance.into_kv()
+        }
     };
-    (kv, outcomes)
+    (kv, outcomes, fuel)
 }
 
-/// Answers one read in a fresh instance over a read-only `kv`.
+/// Answers one read in a fresh instance over a read-only `kv`; returns the answer and
+/// the fuel the instance consumed.
 pub(crate) fn run_query(
     prepared: &Prepared,
     slots: &Arc<InstanceSlots>,
     ctx: &QueryContext,
     request: &[u8],
     kv: KvView,
-) -> CommandOutcome {
+) -> (CommandOutcome, u64) {
     let log = LogContext {
         group: ctx.group,
         index: ctx.applied_index,
     };
-    let mut instance =
-        Instance::start(prepared, slots, Sandbox::new(kv, log)).map_err(|failed| failed.error)?;
-    instance
+    let mut instance = match Instance::start(prepared, slots, Sandbox::new(kv, log)) {
+        Ok(instance) => instance,
+        Err(failed) => return (Err(failed.error), 0),
+    };
+    let answer = instance
         .query(ctx, request)
-        .map_err(|(CallError::Refused(error) | CallError::Poisoned(error))| error)
+        .map_err(|(CallError::Refused(error) | CallError::Poisoned(error))| error);
+    (answer, instance.fuel_used())
 }

@@ -39,6 +39,8 @@ pub(crate) struct NotStarted {
 pub(crate) struct Instance {
     store: Store<Sandbox>,
     fsm: Fsm,
+    /// Fuel consumed so far: instantiation and every call.
+    fuel_used: u64,
     _permit: SlotPermit,
 }
 
@@ -54,11 +56,15 @@ impl Instance {
         store.limiter(|sandbox| &mut sandbox.memory);
         refuel(&mut store);
         match prepared.fsm.instantiate(&mut store) {
-            Ok(fsm) => Ok(Self {
-                store,
-                fsm,
-                _permit: permit,
-            }),
+            Ok(fsm) => {
+                let fuel_used = fuel_consumed(&store);
+                Ok(Self {
+                    store,
+                    fsm,
+                    fuel_used,
+                    _permit: permit,
+                })
+            }
             Err(error) => {
                 // A trap while instantiating (a start function, a data segment out of
                 // bounds) is the plugin's doing and deterministic; anything else is the
@@ -88,6 +94,7 @@ impl Instance {
         };
         self.begin_call();
         let result = self.fsm.call_apply(&mut self.store, ctx, command);
+        self.fuel_used += fuel_consumed(&self.store);
         self.end_call(result)
     }
 
@@ -100,12 +107,18 @@ impl Instance {
         };
         self.begin_call();
         let result = self.fsm.call_query(&mut self.store, ctx, request);
+        self.fuel_used += fuel_consumed(&self.store);
         self.end_call(result)
     }
 
     /// The view, with the writes of the command being run.
     pub fn kv_mut(&mut self) -> &mut KvView {
         &mut self.store.data_mut().kv
+    }
+
+    /// Fuel this instance consumed so far (instantiation and calls).
+    pub fn fuel_used(&self) -> u64 {
+        self.fuel_used
     }
 
     /// Ends the instance and gives the view back.
@@ -148,6 +161,13 @@ impl Instance {
             })
         })
     }
+}
+
+/// Fuel used since the last [`refuel`]: the budget minus what is left (all of it when
+/// the call ran out).
+fn fuel_consumed(store: &Store<Sandbox>) -> u64 {
+    let left = store.get_fuel().unwrap_or(limits::PLUGIN_FUEL_PER_CALL);
+    limits::PLUGIN_FUEL_PER_CALL.saturating_sub(left)
 }
 
 /// Gives the store a full budget for the next call.

@@ -16,8 +16,8 @@
 //! - `slots`: waiting for a pool slot instead of failing.
 //! - `bindings`: code generated from `guest-sdk/wit`.
 //!
-//! This room implements raftstore's traits; it may import `ids`, `limits` and
-//! `raftstore::fsm`, never storage, transport or the API.
+//! This room implements raftstore's traits; it may import `ids`, `limits`, the metric
+//! handles of `metrics` and `raftstore::fsm`, never storage, transport or the API.
 //!
 //! [`FsmError`]: crate::raftstore::fsm::FsmError
 

@@ -21,6 +21,7 @@ use super::slots::InstanceSlots;
 use super::validate::{ValidatedPlugin, check};
 use crate::ids::PluginDigest;
 use crate::limits;
+use crate::metrics::PluginMetrics;
 use crate::raftstore::fsm::{
     CommandOutcome, EntryContext, FsmError, KvView, QueryContext, StateMachineHost,
 };
@@ -44,6 +45,7 @@ pub struct PluginRuntime {
     cache: CodeCache,
     loaded: RwLock<HashMap<PluginDigest, Arc<Prepared>>>,
     slots: Arc<InstanceSlots>,
+    metrics: PluginMetrics,
 }
 
 impl std::fmt::Debug for PluginRuntime {
@@ -67,7 +69,15 @@ impl PluginRuntime {
             cache,
             loaded: RwLock::new(HashMap::new()),
             slots: InstanceSlots::new(limits::PLUGIN_INSTANCES_MAX),
+            metrics: PluginMetrics::default(),
         })
+    }
+
+    /// Counts fuel and time in Wasm into `metrics` (the node's registry) instead of
+    /// handles registered nowhere.
+    pub fn with_metrics(mut self, metrics: PluginMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Runs every deploy check on `bytes`. A plugin that passes has been compiled on the
@@ -155,7 +165,12 @@ impl StateMachineHost for PluginRuntime {
         kv: KvView,
     ) -> (KvView, Vec<CommandOutcome>) {
         match self.prepared(plugin) {
-            Some(prepared) => run_entry(&prepared, &self.slots, &ctx, commands, kv),
+            Some(prepared) => {
+                let started = std::time::Instant::now();
+                let (kv, outcomes, fuel) = run_entry(&prepared, &self.slots, &ctx, commands, kv);
+                self.metrics.record_apply(fuel, started.elapsed());
+                (kv, outcomes)
+            }
             None => {
                 let missing = commands
                     .iter()
@@ -176,6 +191,9 @@ impl StateMachineHost for PluginRuntime {
         let prepared = self
             .prepared(plugin)
             .ok_or(FsmError::MissingPlugin(plugin))?;
-        run_query(&prepared, &self.slots, &ctx, request, kv)
+        let started = std::time::Instant::now();
+        let (answer, fuel) = run_query(&prepared, &self.slots, &ctx, request, kv);
+        self.metrics.record_query(fuel, started.elapsed());
+        answer
     }
 }

@@ -18,6 +18,7 @@ use super::shared::GroupShared;
 use super::traits::{ApplyState, ApplyStore};
 use super::{dedup, digest};
 use crate::ids::GroupId;
+use crate::metrics::RaftMetrics;
 
 /// Work for the apply loop, in the order the store loop produced it.
 pub enum ApplyTask {
@@ -39,6 +40,7 @@ pub struct ApplyLoop {
     pub fsm: Arc<dyn StateMachineHost>,
     pub router: Arc<Router>,
     pub fatal: FatalHandler,
+    pub metrics: RaftMetrics,
 }
 
 /// What applying one entry produced for its proposers.
@@ -58,7 +60,13 @@ impl ApplyLoop {
                     group,
                     shared,
                     committed,
-                } => self.apply(group, &shared, committed),
+                } => {
+                    let started = std::time::Instant::now();
+                    self.apply(group, &shared, committed);
+                    self.metrics
+                        .apply_duration
+                        .observe(started.elapsed().as_secs_f64());
+                }
                 ApplyTask::Destroy {
                     group,
                     reply,
@@ -101,6 +109,7 @@ impl ApplyLoop {
             }
         }
         let mut state = shared.snapshot();
+        let (mut entries_applied, mut commands_applied) = (0u64, 0u64);
         let mut confs = committed.confs.into_iter().peekable();
         let mut proposals = committed.proposals.into_iter().peekable();
         for entry in committed.entries {
@@ -133,10 +142,16 @@ impl ApplyLoop {
                 return;
             }
             shared.publish(state);
+            entries_applied += 1;
+            if let Outcome::Commands(outcomes) = &outcome {
+                commands_applied += outcomes.len() as u64;
+            }
             if let Some(p) = mine {
                 answer(p, entry.index, outcome);
             }
         }
+        self.metrics.entries_applied.inc_by(entries_applied);
+        self.metrics.commands_applied.inc_by(commands_applied);
         for p in proposals {
             p.replies
                 .fail(&RaftError::Dropped("its entry was not applied".into()));

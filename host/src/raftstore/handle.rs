@@ -20,6 +20,7 @@ use super::transport::Transport;
 use super::{Clock, FatalHandler};
 use crate::ids::{GroupId, NodeId, PeerId, PluginDigest};
 use crate::limits;
+use crate::metrics::RaftMetrics;
 
 /// A cheap-to-clone handle on the node's raft groups.
 #[derive(Clone)]
@@ -30,6 +31,7 @@ pub struct RaftStore {
     leaders: Arc<LeaderBoard>,
     node: NodeId,
     hibernating: Arc<std::sync::atomic::AtomicUsize>,
+    metrics: RaftMetrics,
 }
 
 impl std::fmt::Debug for RaftStore {
@@ -78,6 +80,8 @@ pub struct StoreDeps {
     /// This node's id (peer ids name their node; see [`PeerId::node`]).
     pub node: NodeId,
     pub transport: Arc<dyn Transport>,
+    /// Counters and gauges the loops update (in memory only).
+    pub metrics: RaftMetrics,
 }
 
 impl RaftStore {
@@ -91,6 +95,7 @@ impl RaftStore {
             fsm: deps.fsm.clone(),
             router: router.clone(),
             fatal: deps.fatal.clone(),
+            metrics: deps.metrics.clone(),
         };
         let fatal = deps.fatal.clone();
         let apply = std::thread::Builder::new()
@@ -128,6 +133,7 @@ impl RaftStore {
             leaders: leaders.clone(),
             uninitialized: Default::default(),
             hibernating: hibernating.clone(),
+            metrics: deps.metrics.clone().into(),
         };
         let fatal = deps.fatal.clone();
         let store = std::thread::Builder::new()
@@ -141,6 +147,7 @@ impl RaftStore {
                 leaders,
                 node: deps.node,
                 hibernating,
+                metrics: deps.metrics,
             },
             StoreThreads {
                 store,
@@ -165,16 +172,30 @@ impl RaftStore {
         command: Vec<u8>,
         request_id: String,
     ) -> Result<Proposed, RaftError> {
+        self.metrics.proposals.inc();
         let (reply, rx) = oneshot::channel();
-        self.router.send(
+        let result = match self.router.send(
             group,
             PeerMsg::Propose {
                 command,
                 request_id,
                 reply,
             },
-        )?;
-        rx.await.map_err(|_| RaftError::Stopped)?
+        ) {
+            Ok(()) => rx.await.map_err(|_| RaftError::Stopped).and_then(|r| r),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &result {
+            let failed = &self.metrics.proposals_failed;
+            match e {
+                RaftError::NotLeader { .. } => failed.not_leader.inc(),
+                RaftError::Busy { .. } => failed.busy.inc(),
+                RaftError::Dropped(_) => failed.dropped.inc(),
+                RaftError::Fsm(_) => failed.plugin.inc(),
+                _ => failed.other.inc(),
+            };
+        }
+        result
     }
 
     /// Waits until the group may serve a read of the given kind; returns the index the

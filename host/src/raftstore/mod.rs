@@ -6,8 +6,8 @@
 //! This room decides; it does no IO of its own. Persistence goes through
 //! [`traits::LogStore`] and [`traits::ApplyStore`], user code through
 //! [`fsm::StateMachineHost`], wall-clock time (for leader-assigned entry timestamps)
-//! through [`Clock`]. It may import `ids`, `limits` and its own traits, never fjall,
-//! tonic or wasmtime.
+//! through [`Clock`]. It may import `ids`, `limits`, the in-memory metric handles of
+//! `metrics` and its own traits, never fjall, tonic or wasmtime.
 //!
 //! - [`handle`]: [`RaftStore`], the async API the server uses.
 //! - [`router`]: group id → mailbox; scheduling of groups for the next round.

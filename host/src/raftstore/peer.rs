@@ -230,6 +230,11 @@ impl Peer {
         self.raw.raft.state == StateRole::Leader
     }
 
+    /// Client commands proposed here and not applied yet.
+    pub fn pending_commands(&self) -> usize {
+        self.pending_commands
+    }
+
     fn leader_hint(&self) -> Option<PeerId> {
         match self.raw.raft.leader_id {
             0 => None,

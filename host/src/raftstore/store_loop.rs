@@ -34,6 +34,7 @@ use super::transport::Transport;
 use super::{Clock, FatalHandler, logger};
 use crate::ids::{GroupId, NodeId, PeerId};
 use crate::limits;
+use crate::metrics::RaftMetrics;
 
 /// Index and term at which a new group's log starts (TiKV's trick): a replica added
 /// later has an empty log, so the leader must send it a snapshot, which carries the
@@ -58,6 +59,7 @@ pub struct StoreLoop {
     pub(super) uninitialized: HashSet<GroupId>,
     /// How many peers hibernate, as of the last tick.
     pub(super) hibernating: Arc<AtomicUsize>,
+    pub(super) metrics: LoopMetrics,
 }
 
 impl StoreLoop {
@@ -195,6 +197,9 @@ impl StoreLoop {
             }
             self.hibernating.store(hibernating, Ordering::Relaxed);
         }
+        if tick {
+            self.metrics.tick(&self.peers);
+        }
         active.sort_unstable();
         active.dedup();
 
@@ -208,8 +213,15 @@ impl StoreLoop {
             }
         }
         self.flush_outboxes(&readies);
+        self.metrics.raft.store_rounds.inc();
+        self.metrics.raft.readies.inc_by(readies.len() as u64);
         if !batch.is_empty() {
+            let (groups, entries) = (batch.groups.len(), batch.entry_count());
+            let started = Instant::now();
             self.log.persist_round(batch)?;
+            self.metrics
+                .raft
+                .observe_fsync(started.elapsed().as_secs_f64(), groups, entries);
         }
         for (group, rd) in readies {
             let Some((peer, _)) = self.peers.get_mut(&group) else {
@@ -242,6 +254,10 @@ impl StoreLoop {
             }
         }
         if !out.is_empty() {
+            self.metrics
+                .raft
+                .raft_messages_sent
+                .inc_by(out.len() as u64);
             self.transport.send(out);
         }
     }
@@ -503,5 +519,43 @@ impl StoreLoop {
             last_index: INIT_INDEX,
             pending_snapshot: None,
         })
+    }
+}
+
+/// The store loop's metric handles. Counters move every round; the gauges (groups,
+/// leaders, pending proposals) are recounted over all peers once every
+/// [`LoopMetrics::GAUGE_TICKS`] ticks, not every round.
+#[derive(Debug, Default)]
+pub struct LoopMetrics {
+    pub raft: RaftMetrics,
+    ticks: u32,
+}
+
+impl From<RaftMetrics> for LoopMetrics {
+    fn from(raft: RaftMetrics) -> Self {
+        Self { raft, ticks: 0 }
+    }
+}
+
+impl LoopMetrics {
+    /// Ticks between two recounts of the gauges (1 s at the default tick).
+    pub const GAUGE_TICKS: u32 = 10;
+
+    fn tick(&mut self, peers: &HashMap<GroupId, (Peer, Arc<Mailbox>)>) {
+        self.ticks += 1;
+        if self.ticks < Self::GAUGE_TICKS {
+            return;
+        }
+        self.ticks = 0;
+        let (mut led, mut pending, mut hibernating) = (0i64, 0i64, 0i64);
+        for (peer, _) in peers.values() {
+            led += i64::from(peer.is_leader());
+            pending += peer.pending_commands() as i64;
+            hibernating += i64::from(peer.is_hibernating());
+        }
+        self.raft.groups.set(peers.len() as i64);
+        self.raft.groups_led.set(led);
+        self.raft.groups_hibernating.set(hibernating);
+        self.raft.proposals_pending.set(pending);
     }
 }

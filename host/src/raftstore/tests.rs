@@ -63,6 +63,7 @@ fn start(mem: &Arc<MemStore>) -> (RaftStore, super::StoreThreads) {
         fatal: Arc::new(|why: &str| panic!("fatal: {why}")),
         node: NodeId(1),
         transport: Arc::new(super::transport::NoTransport),
+        metrics: Default::default(),
     })
     .expect("threads start")
 }
@@ -189,6 +190,7 @@ async fn log_compaction_on_fjall_survives_restart() {
             fatal: Arc::new(|why: &str| panic!("fatal: {why}")),
             node: NodeId(1),
             transport: Arc::new(super::transport::NoTransport),
+            metrics: Default::default(),
         })
         .expect("threads start")
     };
@@ -275,6 +277,7 @@ fn start_node(
             from: NodeId(id),
             net: net.clone(),
         }),
+        metrics: Default::default(),
     })
     .expect("threads start");
     net.nodes.write().insert(NodeId(id), store.clone());

@@ -44,6 +44,11 @@ impl RaftWriteBatch {
     pub fn is_empty(&self) -> bool {
         self.groups.is_empty()
     }
+
+    /// Log entries the batch appends, over all groups.
+    pub fn entry_count(&self) -> usize {
+        self.groups.iter().map(|g| g.entries.len()).sum()
+    }
 }
 
 /// What a group left on disk, read at startup.

@@ -135,6 +135,7 @@ impl GrpcTransport {
                 Ok(bytes) => {
                     info!(group = %out.group, %peer, to_node = %out.to_node, bytes, "snapshot sent");
                     bump(&ctx.stats.snapshots_sent, 1);
+                    bump(&ctx.stats.snapshot_bytes_sent, bytes);
                     ctx.inbound.report_snapshot(out.group, peer, true);
                 }
                 Err(error) => {

@@ -422,6 +422,7 @@ impl RaftTransport for TransportService {
             ))
         })?;
         bump(&self.stats.snapshots_received, 1);
+        bump(&self.stats.snapshot_bytes_received, bytes);
         Ok(Response::new(SnapshotAck {}))
     }
 

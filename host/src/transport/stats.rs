@@ -36,6 +36,9 @@ pub struct TransportStats {
     pub envelopes_rejected: AtomicU64,
     /// Snapshots received completely (file on disk, message stepped).
     pub snapshots_received: AtomicU64,
+    /// Snapshot file bytes sent (transfers that succeeded) and received (complete files).
+    pub snapshot_bytes_sent: AtomicU64,
+    pub snapshot_bytes_received: AtomicU64,
 }
 
 /// A plain copy of the "messages per batch" counts.

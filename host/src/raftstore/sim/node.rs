@@ -131,6 +131,7 @@ impl SimNode {
             leaders: Arc::new(LeaderBoard::default()),
             uninitialized: Default::default(),
             hibernating: Default::default(),
+            metrics: Default::default(),
         };
         self.incarnation += 1;
         self.live = Some(Live {
@@ -227,6 +228,7 @@ impl SimNode {
                 fsm: Arc::new(SimFsm),
                 router: live.router.clone(),
                 fatal: live.fatal_handler.clone(),
+                metrics: Default::default(),
             }
             .run(rx);
         }
