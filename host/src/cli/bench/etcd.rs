@@ -40,7 +40,9 @@ pub fn parse_endpoints(s: &str) -> Result<Vec<String>, String> {
     for part in s.split(',') {
         let e = part.trim();
         if e.is_empty() {
-            return Err(format!("{s:?} has an empty endpoint (expected HOST:PORT,...)"));
+            return Err(format!(
+                "{s:?} has an empty endpoint (expected HOST:PORT,...)"
+            ));
         }
         let hostport = e.strip_prefix("http://").unwrap_or(e);
         let Some((host, port)) = hostport.rsplit_once(':') else {
@@ -126,8 +128,7 @@ pub async fn setup(
     }
     let mut leader = None;
     for _ in 0..100 {
-        let views =
-            futures::future::join_all(pools.iter().map(|p| status(p[0].clone()))).await;
+        let views = futures::future::join_all(pools.iter().map(|p| status(p[0].clone()))).await;
         leader = leader_index(&views);
         if leader.is_some() {
             break;
@@ -164,10 +165,13 @@ mod tests {
     #[test]
     fn endpoints_parse() {
         assert_eq!(
-            parse_endpoints("127.0.0.1:2379, 127.0.0.1:2380,http://localhost:1").unwrap(),
+            parse_endpoints("127.0.0.1:2379, 127.0.0.1:2380,http://localhost:1").expect("valid"),
             vec!["127.0.0.1:2379", "127.0.0.1:2380", "http://localhost:1"]
         );
-        assert_eq!(parse_endpoints("[::1]:2379").unwrap(), vec!["[::1]:2379"]);
+        assert_eq!(
+            parse_endpoints("[::1]:2379").expect("valid"),
+            vec!["[::1]:2379"]
+        );
         for bad in [
             "",
             "a:1,",

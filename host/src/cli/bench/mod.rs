@@ -114,8 +114,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
                 a.endpoints.is_none(),
                 "--endpoints is for --target etcd; Flotilla takes --endpoint"
             );
-            let s =
-                flotilla::setup(&a.opts.endpoint, a.groups, a.clients, a.connections).await?;
+            let s = flotilla::setup(&a.opts.endpoint, a.groups, a.clients, a.connections).await?;
             let routing = format!(
                 "each group's leader node ({}/{} groups; the rest via {})",
                 s.routed,
@@ -143,10 +142,11 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         }
     };
     let result = measure(&a, clients, &value).await;
-    if !groups.is_empty() && !a.keep_groups {
-        if let Err(e) = flotilla::cleanup(&a.opts.endpoint, &groups).await {
-            eprintln!("warning: {e:#}");
-        }
+    if !groups.is_empty()
+        && !a.keep_groups
+        && let Err(e) = flotilla::cleanup(&a.opts.endpoint, &groups).await
+    {
+        eprintln!("warning: {e:#}");
     }
     let outcome = result?;
     let summary = report::Summary::new(

@@ -96,8 +96,10 @@ impl pb::maintenance_server::Maintenance for Member {
 async fn start_members(store: &Store) -> Vec<String> {
     let mut endpoints = Vec::new();
     for id in 1..=3 {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        endpoints.push(l.local_addr().unwrap().to_string());
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        endpoints.push(l.local_addr().expect("local addr").to_string());
         let m = Member {
             id,
             store: store.clone(),
@@ -129,7 +131,7 @@ async fn etcd_writes_go_to_the_leader_and_errors_are_counted() {
     let endpoints = start_members(&store).await;
     let s = etcd::setup(&endpoints, 2, 4, EtcdRoute::Leader)
         .await
-        .unwrap();
+        .expect("setup");
     assert_eq!(s.leader.as_deref(), Some(endpoints[1].as_str()));
     let value = "v".repeat(16);
     let o = load::run(
@@ -140,7 +142,7 @@ async fn etcd_writes_go_to_the_leader_and_errors_are_counted() {
         1,
     )
     .await
-    .unwrap();
+    .expect("no error");
     let sum = report::Summary::new(case("write"), o);
     assert!(sum.ops > 0);
     // Client 3's puts are all refused: counted by code, not hidden.
@@ -151,7 +153,7 @@ async fn etcd_writes_go_to_the_leader_and_errors_are_counted() {
     );
     let j = sum.json();
     assert_eq!(j["errors"], sum.errors);
-    assert!(j["ops_per_s"].as_f64().unwrap() > 0.0);
+    assert!(j["ops_per_s"].as_f64().expect("ops_per_s is a number") > 0.0);
     assert!(store.kv.lock().get(b"c0-0".as_slice()) == Some(&value.clone().into_bytes()));
     assert_eq!(store.served[1].load(Ordering::Relaxed), 0);
     assert_eq!(store.served[3].load(Ordering::Relaxed), 0);
@@ -164,10 +166,10 @@ async fn etcd_reads_find_the_preloaded_keys() {
     // Without a preload every read misses, and says so.
     let s = etcd::setup(&endpoints, 1, 3, EtcdRoute::Spread)
         .await
-        .unwrap();
+        .expect("no error");
     let o = load::run(s.clients, Workload::Read, Duration::from_millis(100), "", 4)
         .await
-        .unwrap();
+        .expect("no error");
     let sum = report::Summary::new(case("read"), o);
     assert_eq!(sum.ops, 0);
     assert!(sum.errors_by_kind["missing_key"] > 0);
@@ -178,12 +180,12 @@ async fn etcd_reads_find_the_preloaded_keys() {
 
     let s = etcd::setup(&endpoints, 1, 3, EtcdRoute::Spread)
         .await
-        .unwrap();
-    let clients = load::preload(s.clients, 4, "xyz").await.unwrap();
+        .expect("no error");
+    let clients = load::preload(s.clients, 4, "xyz").await.expect("preload");
     assert_eq!(store.kv.lock().len(), 12);
     let o = load::run(clients, Workload::Read, Duration::from_millis(200), "", 4)
         .await
-        .unwrap();
+        .expect("no error");
     let sum = report::Summary::new(case("read"), o);
     assert!(sum.ops > 0);
     assert_eq!(sum.errors, 0, "{:?}", sum.sample_error);
