@@ -13,7 +13,7 @@
 # (ops/s, p50, p99), the Flotilla/etcd ratios, the targets as measured, and
 # every run's numbers.
 #
-# Usage: bench/compare-etcd.sh            (about 15 minutes: RUNS=3, DURATION=5s)
+# Usage: bench/compare-etcd.sh            (about 11 minutes: RUNS=3, DURATION=5s)
 #        QUICK=1 bench/compare-etcd.sh    (one run of 2 s cases, a smoke test)
 # Env: RUNS, DURATION, VALUE_SIZES ("16 1024"), CLIENTS ("1 16 256"), MANY_GROUPS (64),
 #      ETCD_PORT (23790: clients on +1..+3, peers on +11..+13), FLOTILLA_PORT (7730:
