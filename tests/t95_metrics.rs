@@ -170,7 +170,7 @@ async fn bench_summarizes_the_node_metrics() -> anyhow::Result<()> {
         node.log()
     );
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let writes = summary["writes"].as_f64().unwrap_or(0.0);
+    let writes = summary["ops"].as_f64().unwrap_or(0.0);
     let m = &summary["node_metrics"];
     assert!(writes > 0.0, "{summary}");
     assert!(

@@ -1,0 +1,105 @@
+//! One benchmark client's connection to the system under test, and the two operations
+//! the workloads need: a put and a linearizable get of one key.
+
+use tonic::transport::Channel;
+
+use super::etcd::pb;
+use crate::proto::v1::client_client::ClientClient;
+use crate::proto::v1::{ProposeRequest, QueryRequest, ReadConsistency};
+
+/// What the kv plugin answers for a key it does not hold.
+const KV_MISSING: &[u8] = br#"{"value":null}"#;
+
+pub enum Client {
+    /// `kv` puts and gets on one group, through the node that led it at setup.
+    Flotilla {
+        c: ClientClient<Channel>,
+        group: u64,
+    },
+    /// etcd's KV service on one member.
+    Etcd { c: pb::kv_client::KvClient<Channel> },
+}
+
+/// Why one operation did not succeed: a gRPC error, or a read that did not find the key
+/// the preload wrote.
+#[derive(Debug)]
+pub enum OpError {
+    Status(tonic::Status),
+    Missing,
+}
+
+impl OpError {
+    /// The label errors are counted under: the gRPC code, or `missing_key`.
+    pub fn label(&self) -> String {
+        match self {
+            OpError::Status(s) => format!("{:?}", s.code()),
+            OpError::Missing => "missing_key".to_string(),
+        }
+    }
+}
+
+impl From<tonic::Status> for OpError {
+    fn from(s: tonic::Status) -> Self {
+        OpError::Status(s)
+    }
+}
+
+impl Client {
+    /// Sets `key` to `value`; returns once the system acknowledged the write as committed.
+    pub async fn put(&mut self, key: &str, value: &str) -> Result<(), OpError> {
+        match self {
+            Client::Flotilla { c, group } => {
+                let cmd = format!(r#"{{"put":{{"key":"{key}","value":"{value}"}}}}"#);
+                c.propose(ProposeRequest {
+                    group_id: *group,
+                    command: cmd.into_bytes(),
+                    request_id: String::new(),
+                })
+                .await?;
+            }
+            Client::Etcd { c } => {
+                c.put(pb::PutRequest {
+                    key: key.as_bytes().to_vec(),
+                    value: value.as_bytes().to_vec(),
+                    ..Default::default()
+                })
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A linearizable read of `key` (Flotilla: ReadIndex; etcd: `serializable=false`),
+    /// which must find a value.
+    pub async fn get(&mut self, key: &str) -> Result<(), OpError> {
+        match self {
+            Client::Flotilla { c, group } => {
+                let r = c
+                    .query(QueryRequest {
+                        group_id: *group,
+                        request: format!(r#"{{"get":{{"key":"{key}"}}}}"#).into_bytes(),
+                        consistency: ReadConsistency::Linearizable as i32,
+                    })
+                    .await?
+                    .into_inner();
+                if r.output == KV_MISSING {
+                    return Err(OpError::Missing);
+                }
+            }
+            Client::Etcd { c } => {
+                let r = c
+                    .range(pb::RangeRequest {
+                        key: key.as_bytes().to_vec(),
+                        serializable: false,
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                if r.kvs.is_empty() {
+                    return Err(OpError::Missing);
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,152 @@
+//! The closed-loop load: every client keeps one request in flight until the deadline,
+//! recording each success's latency and counting each failure by its kind.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::Workload;
+use super::client::{Client, OpError};
+
+/// Latencies are recorded in microseconds, up to a minute.
+const LATENCY_US_MAX: u64 = 60_000_000;
+
+/// The key client `i` writes in its `n`th put.
+pub fn write_key(i: usize, n: u64) -> String {
+    format!("c{i}-{n}")
+}
+
+/// The `k`th of the keys client `i` wrote before a read run.
+pub fn read_key(i: usize, k: u64) -> String {
+    format!("c{i}-r{k}")
+}
+
+/// What a run measured.
+pub struct Outcome {
+    pub latency_us: Histogram<u64>,
+    /// Failed operations by kind (gRPC code, or `missing_key`).
+    pub errors: BTreeMap<String, u64>,
+    /// One failure's full text, to show what went wrong.
+    pub sample_error: Option<String>,
+    pub elapsed: Duration,
+}
+
+/// Writes each client's `keys` read keys (each put tried up to 5 times), concurrently,
+/// and gives the clients back.
+pub async fn preload(clients: Vec<Client>, keys: u64, value: &str) -> anyhow::Result<Vec<Client>> {
+    let mut tasks = Vec::with_capacity(clients.len());
+    for (i, mut c) in clients.into_iter().enumerate() {
+        let value = value.to_string();
+        tasks.push(tokio::spawn(async move {
+            for k in 0..keys {
+                let key = read_key(i, k);
+                let mut attempt = 0;
+                loop {
+                    match c.put(&key, &value).await {
+                        Ok(()) => break,
+                        Err(e) if attempt >= 4 => {
+                            anyhow::bail!("preloading {key:?} for the read run failed: {e:?}")
+                        }
+                        Err(_) => {
+                            attempt += 1;
+                            tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                        }
+                    }
+                }
+            }
+            Ok(c)
+        }));
+    }
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        out.push(t.await.context("a preload task panicked")??);
+    }
+    Ok(out)
+}
+
+/// Runs `workload` on every client for `duration`; `read_keys` is how many keys each
+/// client preloaded (reads cycle through them).
+pub async fn run(
+    clients: Vec<Client>,
+    workload: Workload,
+    duration: Duration,
+    value: &str,
+    read_keys: u64,
+) -> anyhow::Result<Outcome> {
+    let done = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = Vec::with_capacity(clients.len());
+    for (i, mut c) in clients.into_iter().enumerate() {
+        let (done, value) = (done.clone(), value.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, LATENCY_US_MAX, 3)?;
+            let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+            let mut sample = None;
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let r = match workload {
+                    Workload::Write => c.put(&write_key(i, n), &value).await,
+                    Workload::Read => c.get(&read_key(i, n % read_keys.max(1))).await,
+                };
+                match r {
+                    Ok(()) => {
+                        hist.saturating_record(t.elapsed().as_micros().max(1) as u64);
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        *errors.entry(e.label()).or_default() += 1;
+                        sample.get_or_insert_with(|| describe(&e));
+                        // Do not spin on a server that fails fast.
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+                n += 1;
+            }
+            anyhow::Ok((hist, errors, sample))
+        }));
+    }
+    let bar = ProgressBar::new(duration.as_secs().max(1));
+    if let Ok(s) = ProgressStyle::with_template("bench [{bar:30}] {pos}/{len}s {msg}") {
+        bar.set_style(s.progress_chars("=> "));
+    }
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        bar.set_position(start.elapsed().as_secs());
+        bar.set_message(format!(
+            "{:.0} ops/s",
+            done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+        ));
+    }
+    let mut latency_us = Histogram::<u64>::new_with_bounds(1, LATENCY_US_MAX, 3)?;
+    let mut errors = BTreeMap::new();
+    let mut sample_error = None;
+    for t in tasks {
+        let (h, e, s) = t.await.context("a bench client panicked")??;
+        latency_us.add(h)?;
+        for (k, v) in e {
+            *errors.entry(k).or_default() += v;
+        }
+        sample_error = sample_error.or(s);
+    }
+    bar.finish_and_clear();
+    Ok(Outcome {
+        latency_us,
+        errors,
+        sample_error,
+        elapsed: start.elapsed(),
+    })
+}
+
+fn describe(e: &OpError) -> String {
+    match e {
+        OpError::Status(s) => format!("{:?}: {}", s.code(), s.message()),
+        OpError::Missing => "a read did not find a key written before the run".to_string(),
+    }
+}

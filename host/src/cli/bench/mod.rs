@@ -1,0 +1,198 @@
+//! `flotilla bench`: concurrent closed-loop clients against Flotilla (`kv` groups) or
+//! etcd (its KV gRPC API), writing (`put`) or reading linearizably (`get` of keys written
+//! just before) for a fixed time; reports operations per second, p50/p99/p999 latency
+//! and every error, as a table or as JSON (`--output json`).
+//!
+//! - `client.rs`: one client's connection and its put/get, for either system
+//! - `flotilla.rs`, `etcd.rs`: setting each system up (groups, leaders, endpoints)
+//! - `load.rs`: the preload and the timed closed loop
+//! - `report.rs`: the summary
+
+mod client;
+mod etcd;
+mod flotilla;
+mod load;
+mod report;
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+use super::ClientOpts;
+use super::output::{OutputFormat, print_json};
+pub use etcd::EtcdRoute;
+
+/// Which system to drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Target {
+    /// Flotilla nodes (`--endpoint`), through the `kv` plugin.
+    Flotilla,
+    /// etcd v3 members (`--endpoints`), through its KV API.
+    Etcd,
+}
+
+/// What each client does in its loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    /// Puts of new keys.
+    Write,
+    /// Linearizable gets (Flotilla: ReadIndex query; etcd: Range with
+    /// serializable=false) of keys each client wrote before the clock started.
+    Read,
+}
+
+impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Workload::Write => "write",
+            Workload::Read => "read",
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Concurrent clients, each with one request in flight.
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 16)]
+    pub value_size: usize,
+    /// How long to run, e.g. 10s.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Groups to spread the clients over (created fresh, running `kv`; Flotilla only).
+    #[arg(long, default_value_t = 1)]
+    pub groups: usize,
+    /// gRPC connections per node (or etcd member) shared by the clients.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// The system to drive.
+    #[arg(long, value_enum, default_value_t = Target::Flotilla)]
+    pub target: Target,
+    /// etcd client endpoints, HOST:PORT,... (with --target etcd).
+    #[arg(long, value_parser = etcd::parse_endpoints_arg)]
+    pub endpoints: Option<etcd::Endpoints>,
+    /// Where etcd requests go: the leader (found with Maintenance.Status) or spread over
+    /// the endpoints round-robin.
+    #[arg(long, value_enum, default_value_t = EtcdRoute::Leader)]
+    pub etcd_route: EtcdRoute,
+    /// Writes, or linearizable reads.
+    #[arg(long, value_enum, default_value_t = Workload::Write)]
+    pub workload: Workload,
+    /// Keys each client writes before a read run and then reads in turn.
+    #[arg(long, default_value_t = 16)]
+    pub read_keys: u64,
+    /// Keep the groups the bench created (by default they are deleted afterwards).
+    #[arg(long)]
+    pub keep_groups: bool,
+    #[command(flatten)]
+    pub metrics: super::bench_metrics::MetricsArgs,
+    #[command(flatten)]
+    pub opts: ClientOpts,
+}
+
+pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        a.clients > 0 && a.clients <= 4096,
+        "--clients must be 1..=4096"
+    );
+    anyhow::ensure!(
+        a.groups > 0 && a.groups <= 10_000,
+        "--groups must be 1..=10000"
+    );
+    anyhow::ensure!(
+        a.value_size <= crate::limits::COMMAND_SIZE_BYTES_MAX / 2,
+        "--value-size is too large"
+    );
+    anyhow::ensure!(
+        a.read_keys > 0 && a.read_keys <= 100_000,
+        "--read-keys must be 1..=100000"
+    );
+    let value = "v".repeat(a.value_size);
+    let (clients, groups, routing) = match a.target {
+        Target::Flotilla => {
+            anyhow::ensure!(
+                a.endpoints.is_none(),
+                "--endpoints is for --target etcd; Flotilla takes --endpoint"
+            );
+            let s = flotilla::setup(&a.opts.endpoint, a.groups, a.clients, a.connections).await?;
+            let routing = format!(
+                "each group's leader node ({}/{} groups; the rest via {})",
+                s.routed,
+                s.groups.len(),
+                a.opts.endpoint
+            );
+            (s.clients, s.groups, routing)
+        }
+        Target::Etcd => {
+            anyhow::ensure!(
+                a.groups == 1,
+                "--groups is for Flotilla; etcd is one raft group"
+            );
+            let endpoints = a.endpoints.clone().map(|e| e.0).unwrap_or_default();
+            let s = etcd::setup(&endpoints, a.connections, a.clients, a.etcd_route).await?;
+            let routing = match (a.etcd_route, &s.leader) {
+                (EtcdRoute::Leader, Some(l)) => format!("the etcd leader, {l}"),
+                (_, l) => format!(
+                    "{} round-robin (leader: {})",
+                    endpoints.join(","),
+                    l.as_deref().unwrap_or("unknown")
+                ),
+            };
+            (s.clients, Vec::new(), routing)
+        }
+    };
+    let metrics_before = a.metrics.scrape().await?;
+    let result = measure(&a, clients, &value).await;
+    let node_metrics = a.metrics.summary(metrics_before).await;
+    if !groups.is_empty()
+        && !a.keep_groups
+        && let Err(e) = flotilla::cleanup(&a.opts.endpoint, &groups).await
+    {
+        eprintln!("warning: {e:#}");
+    }
+    let outcome = result?;
+    let summary = report::Summary::new(
+        report::Case {
+            target: match a.target {
+                Target::Flotilla => "flotilla",
+                Target::Etcd => "etcd",
+            },
+            workload: a.workload.name(),
+            clients: a.clients,
+            groups: groups.len().max(1),
+            value_size: a.value_size,
+            routing,
+        },
+        outcome,
+    );
+    match a.opts.output {
+        OutputFormat::Json => {
+            let mut json = summary.json();
+            json["node_metrics"] = node_metrics
+                .as_ref()
+                .map_or(serde_json::Value::Null, |m| m.to_json());
+            print_json(&json)
+        }
+        OutputFormat::Table => {
+            println!("{}", summary.table());
+            if let Some(m) = &node_metrics {
+                println!("{}", m.render());
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn measure(
+    a: &BenchArgs,
+    clients: Vec<client::Client>,
+    value: &str,
+) -> anyhow::Result<load::Outcome> {
+    let clients = match a.workload {
+        Workload::Write => clients,
+        Workload::Read => load::preload(clients, a.read_keys, value).await?,
+    };
+    load::run(clients, a.workload, a.duration, value, a.read_keys).await
+}
