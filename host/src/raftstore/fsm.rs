@@ -273,7 +273,7 @@ fn reserved() -> FsmError {
 }
 
 /// Merges three ascending layers; the first layer that has a key decides its value.
-fn merge_layers(
+pub(crate) fn merge_layers(
     top: &[(&Vec<u8>, &Option<Vec<u8>>)],
     middle: &[(&Vec<u8>, &Option<Vec<u8>>)],
     bottom: &[(Vec<u8>, Vec<u8>)],

@@ -29,6 +29,7 @@ pub mod msg;
 pub mod payload;
 pub mod peer;
 pub mod peer_storage;
+pub mod pending_kv;
 pub mod router;
 pub mod shared;
 pub mod snapshot;
