@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Two flotilla binaries side by side on the same machine in one run: for each of RUNS
+# rounds, each binary gets a fresh 3-node loopback cluster and the same `flotilla bench`
+# cases (writes, 16 B values, 256 clients, 1 and 64 groups; fsync on), alternating which
+# binary goes first. Prints every run, then the median ops/s and p99 per binary and case
+# and the ratio NEW/OLD.
+#
+#   bench/ab-compare.sh OLD_BINARY NEW_BINARY        (RUNS=3 DURATION=10s by default)
+set -euo pipefail
+OLD=$1; NEW=$2
+RUNS=${RUNS:-3}; DURATION=${DURATION:-10s}; CLIENTS=${CLIENTS:-256}
+WORK=$(mktemp -d)
+trap 'pkill -f "$WORK" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+one() { # bin tag run
+  local bin=$1 tag=$2 run=$3 dir="$WORK/$2-$3" base=7790
+  mkdir -p "$dir"
+  local ic="1=127.0.0.1:$base,2=127.0.0.1:$((base+1)),3=127.0.0.1:$((base+2))"
+  for i in 1 2 3; do
+    FLOTILLA_LOG=warn "$bin" server --id $i --listen 127.0.0.1:$((base+i-1)) --data-dir "$dir/n$i" \
+      --initial-cluster "$ic" 2>"$dir/n$i.log" >/dev/null &
+  done
+  for _ in $(seq 200); do "$bin" cluster status --endpoint 127.0.0.1:$base >/dev/null 2>&1 && break; sleep 0.1; done
+  for g in 1 64; do
+    "$bin" bench --endpoint 127.0.0.1:$base --clients "$CLIENTS" --groups $g --duration "$DURATION" --output json |
+      python3 -c "import json,sys; d=json.load(sys.stdin); print('$tag', $run, $g, round(d['ops_per_s']), round(d['p99_ms'],1), d['errors'])" | tee -a "$WORK/results"
+  done
+  pkill -f "$dir" || true; sleep 1
+}
+echo "# tag run groups ops/s p99_ms errors   ($(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
+for r in $(seq "$RUNS"); do
+  if [ $((r % 2)) = 1 ]; then one "$OLD" old $r; one "$NEW" new $r; else one "$NEW" new $r; one "$OLD" old $r; fi
+done
+python3 - "$WORK/results" <<'PY'
+import sys, statistics as st
+rows=[l.split() for l in open(sys.argv[1])]
+for g in ("1","64"):
+    med={t: (st.median(float(r[3]) for r in rows if r[0]==t and r[2]==g),
+             st.median(float(r[4]) for r in rows if r[0]==t and r[2]==g)) for t in ("old","new")}
+    print(f"groups={g}: old {med['old'][0]:.0f} ops/s p99 {med['old'][1]:.1f} ms | new {med['new'][0]:.0f} ops/s p99 {med['new'][1]:.1f} ms | new/old throughput {med['new'][0]/med['old'][0]:.2f}, p99 {med['new'][1]/med['old'][1]:.2f}")
+PY
