@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::RwLock;
@@ -18,6 +18,10 @@ use crate::limits;
 pub struct Mailbox {
     tx: Sender<PeerMsg>,
     pub(super) rx: Receiver<PeerMsg>,
+    /// Messages queued; the bound is [`limits::MAILBOX_CAPACITY`]. The channel itself
+    /// is unbounded (a linked list of small blocks): a bounded crossbeam channel
+    /// allocates every slot up front, which was most of an idle replica's ~79 KiB.
+    len: AtomicUsize,
     scheduled: AtomicBool,
     pub shared: Arc<GroupShared>,
 }
@@ -30,7 +34,26 @@ impl Mailbox {
 
     /// Queues a message from the store loop itself (the caller schedules the group).
     pub(super) fn send_local(&self, msg: PeerMsg) -> bool {
-        self.tx.try_send(msg).is_ok()
+        self.try_push(msg).is_ok()
+    }
+
+    /// Queues `msg` unless [`limits::MAILBOX_CAPACITY`] messages are waiting.
+    fn try_push(&self, msg: PeerMsg) -> Result<(), TrySendError<PeerMsg>> {
+        if self.len.fetch_add(1, Ordering::AcqRel) >= limits::MAILBOX_CAPACITY {
+            self.len.fetch_sub(1, Ordering::AcqRel);
+            return Err(TrySendError::Full(msg));
+        }
+        self.tx.send(msg).map_err(|e| {
+            self.len.fetch_sub(1, Ordering::AcqRel);
+            TrySendError::Disconnected(e.0)
+        })
+    }
+
+    /// Takes up to `max` queued messages.
+    pub(super) fn drain(&self, max: usize) -> Vec<PeerMsg> {
+        let msgs: Vec<PeerMsg> = self.rx.try_iter().take(max).collect();
+        self.len.fetch_sub(msgs.len(), Ordering::AcqRel);
+        msgs
     }
 }
 
@@ -79,7 +102,7 @@ impl Router {
     /// Sends `msg` to `group`'s mailbox and schedules the group.
     pub fn send(&self, group: GroupId, msg: PeerMsg) -> Result<(), RaftError> {
         let mailbox = self.mailbox(group).ok_or(RaftError::GroupNotFound(group))?;
-        match mailbox.tx.try_send(msg) {
+        match mailbox.try_push(msg) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 return Err(RaftError::Busy {
@@ -158,10 +181,11 @@ impl Router {
                 retry_after_ms: 60_000,
             });
         }
-        let (tx, rx) = crossbeam_channel::bounded(limits::MAILBOX_CAPACITY);
+        let (tx, rx) = crossbeam_channel::unbounded();
         let mailbox = Arc::new(Mailbox {
             tx,
             rx,
+            len: AtomicUsize::new(0),
             scheduled: AtomicBool::new(false),
             shared,
         });
@@ -189,5 +213,38 @@ impl Router {
             },
             TrySendError::Disconnected(_) => RaftError::Stopped,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raftstore::traits::ApplyState;
+
+    #[test]
+    fn a_mailbox_refuses_messages_over_its_bound_until_drained() {
+        let (router, _rx) = Router::new();
+        let g = GroupId(3);
+        let shared = Arc::new(GroupShared::new(ApplyState {
+            applied_index: 0,
+            applied_term: 0,
+            applied_timestamp_ms: 0,
+            plugin: crate::ids::PluginDigest([0; 32]),
+        }));
+        let mailbox = router.register(g, shared).expect("register");
+        for _ in 0..limits::MAILBOX_CAPACITY {
+            router
+                .send(g, PeerMsg::Campaign)
+                .expect("room in the mailbox");
+        }
+        let full = router.send(g, PeerMsg::Campaign);
+        assert!(matches!(full, Err(RaftError::Busy { .. })), "{full:?}");
+        assert_eq!(mailbox.drain(10).len(), 10);
+        for _ in 0..10 {
+            router.send(g, PeerMsg::Campaign).expect("room again");
+        }
+        assert!(router.send(g, PeerMsg::Campaign).is_err());
+        assert_eq!(mailbox.drain(usize::MAX).len(), limits::MAILBOX_CAPACITY);
+        assert!(mailbox.rx.is_empty());
     }
 }

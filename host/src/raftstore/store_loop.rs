@@ -165,11 +165,7 @@ impl StoreLoop {
                 continue;
             };
             mailbox.unschedule();
-            let msgs: Vec<_> = mailbox
-                .rx
-                .try_iter()
-                .take(limits::ROUND_MESSAGES_PER_GROUP_MAX)
-                .collect();
+            let msgs = mailbox.drain(limits::ROUND_MESSAGES_PER_GROUP_MAX);
             if !mailbox.rx.is_empty() {
                 self.router.notify(group);
             }
