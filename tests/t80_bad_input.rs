@@ -1419,7 +1419,7 @@ async fn hostile_requests_get_clear_errors_and_change_nothing() -> anyhow::Resul
     // Raft membership is still the three replicas. Replicas the table made nodes create
     // (a forged heartbeat for an unknown group; a deleted group's replica recreated by
     // its leader's last heartbeats) are uninitialized strays that each node's garbage
-    // collection (every ~10 s) must destroy.
+    // collection (every ~15 s) must destroy.
     let mut want_peers: Vec<u64> = replicas.iter().map(|(p, _)| *p).collect();
     want_peers.sort_unstable();
     let gc_start = Instant::now();

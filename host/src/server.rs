@@ -435,6 +435,12 @@ impl Server {
 }
 
 /// Registers this node in the meta group (idempotent) and keeps the address book in
+/// Seconds between two address-book refreshes from the meta group (a joining node is
+/// reachable from the others within this time).
+const ADDRESS_REFRESH_SECS: u64 = 5;
+/// Seconds between two sweeps for replicas the meta group no longer places here.
+const GC_EVERY_SECS: u64 = 15;
+
 /// step with it; removes local replicas the meta group no longer places here.
 async fn keep_fresh(node: Arc<Node>) {
     let mut registered = false;
@@ -455,7 +461,10 @@ async fn keep_fresh(node: Arc<Node>) {
                 Err(e) => tracing::debug!("registration pending: {}", e.message()),
             }
         }
-        if let Ok(nodes) = node.nodes().await {
+        // Every query scans the meta group's records; with ten thousand idle groups
+        // polling each second was most of an idle node's CPU.
+        let refresh = !registered || round.is_multiple_of(ADDRESS_REFRESH_SECS);
+        if refresh && let Ok(nodes) = node.nodes().await {
             for n in nodes {
                 if n.id != node.id {
                     node.book.set(n.id, n.addr);
@@ -463,7 +472,7 @@ async fn keep_fresh(node: Arc<Node>) {
             }
         }
         round += 1;
-        if registered && round.is_multiple_of(10) {
+        if registered && round.is_multiple_of(GC_EVERY_SECS) {
             collect_garbage(&node).await;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;

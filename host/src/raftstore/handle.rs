@@ -133,6 +133,7 @@ impl RaftStore {
             leaders: leaders.clone(),
             uninitialized: Default::default(),
             hibernating: hibernating.clone(),
+            awake: Default::default(),
             metrics: deps.metrics.clone().into(),
         };
         let fatal = deps.fatal.clone();

@@ -57,8 +57,10 @@ pub struct StoreLoop {
     /// Groups whose replica a message created and that may still be uninitialized
     /// (bounded by [`limits::UNINITIALIZED_PEERS_MAX`]).
     pub(super) uninitialized: HashSet<GroupId>,
-    /// How many peers hibernate, as of the last tick.
+    /// How many peers hibernate, as of the last round.
     pub(super) hibernating: Arc<AtomicUsize>,
+    /// Peers that tick (not hibernating).
+    pub(super) awake: HashSet<GroupId>,
     pub(super) metrics: LoopMetrics,
 }
 
@@ -134,6 +136,7 @@ impl StoreLoop {
                 for (group, (peer, _)) in &mut self.peers {
                     if peer.is_hibernating() && peer.leader_node() == Some(node) {
                         peer.wake();
+                        self.awake.insert(*group);
                         scheduled.push(*group);
                         woken += 1;
                     }
@@ -184,14 +187,18 @@ impl StoreLoop {
             active.push(group);
         }
         if tick {
-            let mut hibernating = 0;
-            for (group, (peer, _)) in &mut self.peers {
-                if peer.tick() {
-                    active.push(*group);
+            // Only awake peers tick: with ten thousand hibernating groups, walking
+            // every peer each tick was the store loop's largest idle cost.
+            let peers = &mut self.peers;
+            self.awake.retain(|group| match peers.get_mut(group) {
+                Some((peer, _)) => {
+                    if peer.tick() {
+                        active.push(*group);
+                    }
+                    true
                 }
-                hibernating += usize::from(peer.is_hibernating());
-            }
-            self.hibernating.store(hibernating, Ordering::Relaxed);
+                None => false,
+            });
         }
         if tick {
             self.metrics.tick(&self.peers);
@@ -199,6 +206,24 @@ impl StoreLoop {
         active.sort_unstable();
         active.dedup();
 
+        // Hibernation changes only in groups handled or ticked this round.
+        for group in &active {
+            match self.peers.get(group) {
+                Some((peer, _)) if peer.is_hibernating() => {
+                    self.awake.remove(group);
+                }
+                Some(_) => {
+                    self.awake.insert(*group);
+                }
+                None => {
+                    self.awake.remove(group);
+                }
+            }
+        }
+        self.hibernating.store(
+            self.peers.len().saturating_sub(self.awake.len()),
+            Ordering::Relaxed,
+        );
         let mut batch = RaftWriteBatch::default();
         let mut readies = Vec::new();
         for group in active {
@@ -208,7 +233,8 @@ impl StoreLoop {
                 readies.push((group, rd));
             }
         }
-        self.flush_outboxes(&readies);
+        let ready_groups: Vec<GroupId> = readies.iter().map(|(g, _)| *g).collect();
+        self.flush_outboxes(&ready_groups);
         self.metrics.raft.store_rounds.inc();
         self.metrics.raft.readies.inc_by(readies.len() as u64);
         if !batch.is_empty() {
@@ -237,15 +263,19 @@ impl StoreLoop {
                 self.router.notify(group);
             }
         }
-        self.flush_outboxes(&[]);
+        self.flush_outboxes(&ready_groups);
         Ok(())
     }
 
-    /// Hands every peer's queued messages to the transport in one call.
-    fn flush_outboxes(&mut self, _readies: &[(GroupId, raft::Ready)]) {
+    /// Hands the queued messages of `groups` (the only peers that queue any: raft's
+    /// output is moved to the outbox when a ready is collected or finished) to the
+    /// transport in one call.
+    fn flush_outboxes(&mut self, groups: &[GroupId]) {
         let mut out = Vec::new();
-        for (peer, _) in self.peers.values_mut() {
-            if !peer.outbox.is_empty() {
+        for group in groups {
+            if let Some((peer, _)) = self.peers.get_mut(group)
+                && !peer.outbox.is_empty()
+            {
                 out.append(&mut peer.outbox);
             }
         }
@@ -464,6 +494,7 @@ impl StoreLoop {
         let mailbox = self.router.register(group, shared.clone())?;
         let peer = Peer::new(group, spec.peer, raw, shared, self.leaders.clone());
         self.peers.insert(group, (peer, mailbox));
+        self.awake.insert(group);
         Ok(())
     }
 

@@ -131,6 +131,7 @@ impl SimNode {
             leaders: Arc::new(LeaderBoard::default()),
             uninitialized: Default::default(),
             hibernating: Default::default(),
+            awake: Default::default(),
             metrics: Default::default(),
         };
         self.incarnation += 1;
