@@ -655,6 +655,15 @@ impl Peer {
         };
         store.append(&entries);
         let hard_state = rd.hs().cloned();
+        // etcd's MustSync rule: new entries, a snapshot, or a new term or vote must be
+        // durable before anyone hears of them; a higher commit index alone need not be
+        // (after a crash it is learned again from the leader).
+        let previous = store.hard_state();
+        let must_sync = !entries.is_empty()
+            || snapshot.is_some()
+            || hard_state
+                .as_ref()
+                .is_some_and(|hs| hs.term != previous.term || hs.vote != previous.vote);
         if let Some(hs) = &hard_state {
             store.set_hard_state(hs.clone());
         }
@@ -670,6 +679,7 @@ impl Peer {
                 hard_state,
                 conf_state: None,
                 compact_to,
+                must_sync,
                 previous_truncated,
                 snapshot,
             });

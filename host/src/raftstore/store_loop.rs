@@ -508,6 +508,7 @@ impl StoreLoop {
                 groups: vec![GroupRaftWrite {
                     group,
                     hard_state: Some(HardState::default()),
+                    must_sync: true,
                     ..Default::default()
                 }],
             })?;
@@ -536,6 +537,7 @@ impl StoreLoop {
                 hard_state: Some(hs.clone()),
                 conf_state: Some(cs.clone()),
                 compact_to: Some((INIT_INDEX, INIT_TERM)),
+                must_sync: true,
                 ..Default::default()
             }],
         })?;

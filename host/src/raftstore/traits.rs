@@ -32,6 +32,10 @@ pub struct GroupRaftWrite {
     /// `(index, term)` as truncated, and leave a marker that the apply side has yet to
     /// load the snapshot's data (a restart redoes that from the received file).
     pub snapshot: Option<(u64, u64)>,
+    /// This write must be synced before the round's `persisted_messages` leave and its
+    /// entries count as stored (entries, snapshot, term or vote). Commit-index and
+    /// compaction-only writes need not be.
+    pub must_sync: bool,
 }
 
 /// Everything a persistence round writes, for every group with work.
@@ -43,6 +47,11 @@ pub struct RaftWriteBatch {
 impl RaftWriteBatch {
     pub fn is_empty(&self) -> bool {
         self.groups.is_empty()
+    }
+
+    /// Whether the round needs an fsync (any group's write does).
+    pub fn must_sync(&self) -> bool {
+        self.groups.iter().any(|g| g.must_sync)
     }
 
     /// Log entries the batch appends, over all groups.

@@ -79,6 +79,7 @@ impl MemStore {
 
 impl LogStore for MemStore {
     fn persist_round(&self, batch: RaftWriteBatch) -> Result<(), StoreError> {
+        let must_sync = batch.must_sync();
         {
             let mut d = self.live.lock();
             for w in batch.groups {
@@ -113,7 +114,9 @@ impl LogStore for MemStore {
                 }
             }
         }
-        self.sync();
+        if must_sync {
+            self.sync();
+        }
         Ok(())
     }
 

@@ -19,7 +19,11 @@ fn index_term(index: u64, term: u64) -> [u8; 16] {
 
 impl LogStore for Store {
     fn persist_round(&self, round: RaftWriteBatch) -> Result<(), StoreError> {
-        let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
+        let sync = round.must_sync();
+        let mut batch = self
+            .db
+            .batch()
+            .durability(sync.then_some(PersistMode::SyncData));
         for w in round.groups {
             let g = w.group;
             if let Some((index, term)) = w.snapshot {
@@ -93,7 +97,11 @@ impl LogStore for Store {
         batch
             .commit()
             .map_err(|e| StoreError(format!("raft log write or fsync failed: {e}")))?;
-        self.round_synced(stamp);
+        // An unsynced round may be lost by a crash; only a synced one (which makes every
+        // earlier round durable too) moves the durability mark.
+        if sync {
+            self.round_synced(stamp);
+        }
         Ok(())
     }
 
