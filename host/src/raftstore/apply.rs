@@ -77,9 +77,7 @@ impl Batch {
     }
 
     fn full(&self) -> bool {
-        self.answers.len() >= APPLY_BATCH_ENTRIES_MAX
-            || self.entries as usize >= APPLY_BATCH_ENTRIES_MAX
-            || self.bytes >= APPLY_BATCH_BYTES_MAX
+        self.entries as usize >= APPLY_BATCH_ENTRIES_MAX || self.bytes >= APPLY_BATCH_BYTES_MAX
     }
 }
 

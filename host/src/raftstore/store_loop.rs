@@ -201,7 +201,8 @@ impl StoreLoop {
             });
         }
         if tick {
-            self.metrics.tick(&self.peers);
+            let hibernating = self.hibernating.load(Ordering::Relaxed);
+            self.metrics.tick(&self.peers, hibernating);
         }
         active.sort_unstable();
         active.dedup();
@@ -570,21 +571,21 @@ impl LoopMetrics {
     /// Ticks between two recounts of the gauges (1 s at the default tick).
     pub const GAUGE_TICKS: u32 = 10;
 
-    fn tick(&mut self, peers: &HashMap<GroupId, (Peer, Arc<Mailbox>)>) {
+    /// `hibernating` is the store loop's own count (peers outside its awake set).
+    fn tick(&mut self, peers: &HashMap<GroupId, (Peer, Arc<Mailbox>)>, hibernating: usize) {
         self.ticks += 1;
         if self.ticks < Self::GAUGE_TICKS {
             return;
         }
         self.ticks = 0;
-        let (mut led, mut pending, mut hibernating) = (0i64, 0i64, 0i64);
+        let (mut led, mut pending) = (0i64, 0i64);
         for (peer, _) in peers.values() {
             led += i64::from(peer.is_leader());
             pending += peer.pending_commands() as i64;
-            hibernating += i64::from(peer.is_hibernating());
         }
         self.raft.groups.set(peers.len() as i64);
         self.raft.groups_led.set(led);
-        self.raft.groups_hibernating.set(hibernating);
+        self.raft.groups_hibernating.set(hibernating as i64);
         self.raft.proposals_pending.set(pending);
     }
 }

@@ -284,6 +284,22 @@ fn start_node(
     (store, threads)
 }
 
+/// Starts `g` with one voter on each of `nodes` (peer seq 1); the first campaigns.
+async fn start_group(nodes: &[&RaftStore], g: GroupId) {
+    let peers: Vec<PeerId> = nodes.iter().map(|n| PeerId::compose(1, n.node())).collect();
+    for (i, n) in nodes.iter().enumerate() {
+        n.start_peer(PeerSpec {
+            group: g,
+            peer: peers[i],
+            voters: peers.clone(),
+            plugin: PluginDigest::of(b"adder"),
+            campaign: i == 0,
+        })
+        .await
+        .expect("start");
+    }
+}
+
 async fn leader_of(nodes: &[&RaftStore], g: GroupId) -> RaftStore {
     for _ in 0..200 {
         for n in nodes {
@@ -345,18 +361,7 @@ async fn three_nodes_replicate_fail_over_and_catch_up_by_snapshot() {
     let (n2, t2) = start_node(2, &mems[1], &net);
     let (n3, t3) = start_node(3, &mems[2], &net);
     let g = GroupId(7);
-    let peers: Vec<PeerId> = (1..=3).map(|n| PeerId::compose(1, NodeId(n))).collect();
-    for (i, n) in [&n1, &n2, &n3].into_iter().enumerate() {
-        n.start_peer(PeerSpec {
-            group: g,
-            peer: peers[i],
-            voters: peers.clone(),
-            plugin: PluginDigest::of(b"adder"),
-            campaign: i == 0,
-        })
-        .await
-        .expect("start");
-    }
+    start_group(&[&n1, &n2, &n3], g).await;
     let all = [&n1, &n2, &n3];
     let mut last = 0;
     for _ in 0..20 {
@@ -499,18 +504,7 @@ async fn idle_groups_hibernate_wake_on_demand_keep_leases_safe_and_fail_over() {
     let (n2, t2) = start_node(2, &mems[1], &net);
     let (n3, t3) = start_node(3, &mems[2], &net);
     let g = GroupId(9);
-    let peers: Vec<PeerId> = (1..=3).map(|n| PeerId::compose(1, NodeId(n))).collect();
-    for (i, n) in [&n1, &n2, &n3].into_iter().enumerate() {
-        n.start_peer(PeerSpec {
-            group: g,
-            peer: peers[i],
-            voters: peers.clone(),
-            plugin: PluginDigest::of(b"adder"),
-            campaign: i == 0,
-        })
-        .await
-        .expect("start");
-    }
+    start_group(&[&n1, &n2, &n3], g).await;
     let all = [&n1, &n2, &n3];
     for _ in 0..5 {
         propose_until_ok(&all, g, b"1").await;
