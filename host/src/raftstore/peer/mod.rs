@@ -26,6 +26,8 @@ use crate::ids::{GroupId, PeerId};
 use crate::limits;
 use crate::proto::v1::Command;
 
+mod sleep;
+
 /// Who waits for an entry to be applied.
 #[derive(Debug)]
 pub enum Replies {
@@ -158,66 +160,6 @@ impl Peer {
     /// yet.
     pub fn is_initialized(&self) -> bool {
         self.raw.raft.raft_log.last_index() > 0
-    }
-
-    /// Advances raft's clock unless the group hibernates; a leader whose group has
-    /// been quiescent long enough sends hibernate notices and stops ticking. Returns
-    /// true if there may be something to handle.
-    pub fn tick(&mut self) -> bool {
-        if self.hib.is_hibernating() {
-            return false;
-        }
-        let ready = self.raw.tick();
-        let leader = self.is_leader();
-        let quiescent = leader && self.group.0 != 0 && hibernate::enabled() && self.quiescent();
-        if self.hib.on_tick(quiescent) && leader {
-            let raft = &mut self.raw.raft;
-            let (me, term, commit) = (raft.id, raft.term, raft.raft_log.committed);
-            let peers: Vec<u64> = raft.prs().iter().map(|(id, _)| *id).collect();
-            for to in peers.into_iter().filter(|p| *p != me) {
-                raft.msgs.push(hibernate::notice(me, to, term, commit));
-            }
-            self.hib.sleep();
-            return true;
-        }
-        ready
-    }
-
-    /// Nothing in flight and every peer up to date: the group can hibernate.
-    fn quiescent(&self) -> bool {
-        let raft = &self.raw.raft;
-        let last = raft.raft_log.last_index();
-        self.pending_commands == 0
-            && self.proposals.is_empty()
-            && self.read_batches.is_empty()
-            && self.reads_before_commit.is_empty()
-            && self.reads_waiting_apply.is_empty()
-            && self.installing.is_none()
-            && self.compact_to.is_none()
-            && raft.raft_log.committed == last
-            && self.applied == last
-            && !raft.has_pending_conf()
-            && raft.lead_transferee.is_none()
-            && raft.pending_read_count() == 0
-            && self.raw.store().conf_state().voters_outgoing.is_empty()
-            && raft.prs().iter().all(|(_, pr)| pr.matched == last)
-    }
-
-    /// Wakes a hibernating peer; a leader pings its followers so they wake too.
-    pub fn wake(&mut self) {
-        if self.hib.wake() && self.is_leader() {
-            self.raw.ping();
-        }
-    }
-
-    pub fn is_hibernating(&self) -> bool {
-        self.hib.is_hibernating()
-    }
-
-    /// The node hosting this peer's leader, if one is known.
-    pub fn leader_node(&self) -> Option<crate::ids::NodeId> {
-        let id = self.raw.raft.leader_id;
-        (id != 0).then(|| PeerId(id).node())
     }
 
     fn publish_leader(&self) {
