@@ -2,8 +2,10 @@
 # Two flotilla binaries side by side on the same machine in one run: for each of RUNS
 # rounds, each binary gets a fresh 3-node loopback cluster and the same `flotilla bench`
 # cases (writes, 16 B values, 256 clients, 1 and 64 groups; fsync on), alternating which
-# binary goes first. Prints every run, then the median ops/s and p99 per binary and case
-# and the ratio NEW/OLD.
+# binary goes first. Prints every run, then the median ops/s, p99 and server CPU per
+# operation (user+system time of the 3 node processes over the case, divided by the
+# operations done: the figure that other load on a shared machine disturbs least) per
+# binary and case, and the ratio NEW/OLD.
 #
 #   bench/ab-compare.sh OLD_BINARY NEW_BINARY        (RUNS=3 DURATION=10s by default)
 set -euo pipefail
@@ -11,22 +13,32 @@ OLD=$1; NEW=$2
 RUNS=${RUNS:-3}; DURATION=${DURATION:-10s}; CLIENTS=${CLIENTS:-256}
 WORK=$(mktemp -d)
 trap 'pkill -f "$WORK" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+cpu_ticks() { # utime+stime of the given pids, in clock ticks (fields 14 and 15 of stat)
+  local p sum=0
+  for p in "$@"; do sum=$((sum + $(awk '{print $14+$15}' "/proc/$p/stat"))); done
+  echo $sum
+}
 one() { # bin tag run
   local bin=$1 tag=$2 run=$3 dir="$WORK/$2-$3" base=7790
   mkdir -p "$dir"
   local ic="1=127.0.0.1:$base,2=127.0.0.1:$((base+1)),3=127.0.0.1:$((base+2))"
+  local pids=()
   for i in 1 2 3; do
     FLOTILLA_LOG=warn "$bin" server --id $i --listen 127.0.0.1:$((base+i-1)) --data-dir "$dir/n$i" \
       --initial-cluster "$ic" 2>"$dir/n$i.log" >/dev/null &
+    pids+=($!)
   done
   for _ in $(seq 200); do "$bin" cluster status --endpoint 127.0.0.1:$base >/dev/null 2>&1 && break; sleep 0.1; done
   for g in 1 64; do
-    "$bin" bench --endpoint 127.0.0.1:$base --clients "$CLIENTS" --groups $g --duration "$DURATION" --output json |
-      python3 -c "import json,sys; d=json.load(sys.stdin); print('$tag', $run, $g, round(d['ops_per_s']), round(d['p99_ms'],1), d['errors'])" | tee -a "$WORK/results"
+    local before after
+    before=$(cpu_ticks "${pids[@]}")
+    "$bin" bench --endpoint 127.0.0.1:$base --clients "$CLIENTS" --groups $g --duration "$DURATION" --output json >"$dir/bench.json"
+    after=$(cpu_ticks "${pids[@]}")
+    python3 -c "import json,sys; d=json.load(open('$dir/bench.json')); t=($after-$before)/$(getconf CLK_TCK); print('$tag', $run, $g, round(d['ops_per_s']), round(d['p99_ms'],1), d['errors'], round(t*1e6/max(d['ops'],1),1))" | tee -a "$WORK/results"
   done
   pkill -f "$dir" || true; sleep 1
 }
-echo "# tag run groups ops/s p99_ms errors   ($(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
+echo "# tag run groups ops/s p99_ms errors server_cpu_us_per_op   ($(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
 for r in $(seq "$RUNS"); do
   if [ $((r % 2)) = 1 ]; then one "$OLD" old $r; one "$NEW" new $r; else one "$NEW" new $r; one "$OLD" old $r; fi
 done
@@ -34,7 +46,8 @@ python3 - "$WORK/results" <<'PY'
 import sys, statistics as st
 rows=[l.split() for l in open(sys.argv[1])]
 for g in ("1","64"):
-    med={t: (st.median(float(r[3]) for r in rows if r[0]==t and r[2]==g),
-             st.median(float(r[4]) for r in rows if r[0]==t and r[2]==g)) for t in ("old","new")}
-    print(f"groups={g}: old {med['old'][0]:.0f} ops/s p99 {med['old'][1]:.1f} ms | new {med['new'][0]:.0f} ops/s p99 {med['new'][1]:.1f} ms | new/old throughput {med['new'][0]/med['old'][0]:.2f}, p99 {med['new'][1]/med['old'][1]:.2f}")
+    med={t: [st.median(float(r[c]) for r in rows if r[0]==t and r[2]==g) for c in (3,4,6)]
+         for t in ("old","new")}
+    o,n=med['old'],med['new']
+    print(f"groups={g}: old {o[0]:.0f} ops/s p99 {o[1]:.1f} ms cpu {o[2]:.0f} us/op | new {n[0]:.0f} ops/s p99 {n[1]:.1f} ms cpu {n[2]:.0f} us/op | new/old throughput {n[0]/o[0]:.2f}, p99 {n[1]/o[1]:.2f}, cpu per op {n[2]/o[2]:.2f}")
 PY

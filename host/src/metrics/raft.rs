@@ -176,7 +176,7 @@ impl RaftMetrics {
         );
         r.register_with_unit(
             "apply_duration",
-            "Duration of applying one batch of one group's committed entries",
+            "Duration of one apply round: the committed entries of the groups queued together, applied and committed in one storage batch",
             Unit::Seconds,
             self.apply_duration.clone(),
         );

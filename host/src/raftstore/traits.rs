@@ -94,6 +94,16 @@ pub struct ApplyState {
     pub plugin: PluginDigest,
 }
 
+/// One group's part of an apply commit.
+#[derive(Debug)]
+pub struct GroupApply {
+    pub group: GroupId,
+    pub writes: WriteSet,
+    pub state: ApplyState,
+    /// The configuration after a membership change among the committed entries.
+    pub conf: Option<ConfState>,
+}
+
 /// The raft log and raft state.
 pub trait LogStore: Send + Sync + 'static {
     /// Writes every group's changes of one round in one atomic batch and syncs it to disk
@@ -129,17 +139,28 @@ pub trait ApplyStore: KvReader {
     /// A consistent view of everything committed so far.
     fn read_snapshot(&self) -> std::sync::Arc<dyn ReadSnapshot>;
 
-    /// Commits `writes`, `state` and (after a membership change) the group's new
-    /// configuration for `group` in one atomic batch (not synced: the raft log is
-    /// durable, so a crash only rolls the group back to an earlier applied index together
-    /// with its state and configuration).
+    /// Commits, for every group in `applies`, its `writes`, `state` and (after a
+    /// membership change) its new configuration, all in one atomic batch: the apply
+    /// loop's group commit across groups. Not synced: the raft log is durable, so a
+    /// crash only rolls each group back to an earlier applied index together with its
+    /// state and configuration.
+    fn commit_applies(&self, applies: Vec<GroupApply>) -> Result<(), StoreError>;
+
+    /// [`ApplyStore::commit_applies`] for one group.
     fn commit_apply(
         &self,
         group: GroupId,
         writes: WriteSet,
         state: ApplyState,
         conf: Option<&ConfState>,
-    ) -> Result<(), StoreError>;
+    ) -> Result<(), StoreError> {
+        self.commit_applies(vec![GroupApply {
+            group,
+            writes,
+            state,
+            conf: conf.cloned(),
+        }])
+    }
 
     /// The apply state of `group`.
     fn apply_state(&self, group: GroupId) -> Result<Option<ApplyState>, StoreError>;

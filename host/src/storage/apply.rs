@@ -9,8 +9,10 @@ use std::sync::Arc;
 
 use fjall::Readable as _;
 
-use crate::raftstore::fsm::{KvPairs, KvReader, WriteSet};
-use crate::raftstore::traits::{ApplyState, ApplyStore, ReadSnapshot, SnapshotInfo, StoreError};
+use crate::raftstore::fsm::{KvPairs, KvReader};
+use crate::raftstore::traits::{
+    ApplyState, ApplyStore, GroupApply, ReadSnapshot, SnapshotInfo, StoreError,
+};
 use raft::eraftpb::ConfState;
 
 const APPLY_STATE_LEN: usize = 8 * 3 + 32;
@@ -142,33 +144,36 @@ impl ApplyStore for Store {
         })
     }
 
-    fn commit_apply(
-        &self,
-        group: GroupId,
-        writes: WriteSet,
-        state: ApplyState,
-        conf: Option<&ConfState>,
-    ) -> Result<(), StoreError> {
+    fn commit_applies(&self, applies: Vec<GroupApply>) -> Result<(), StoreError> {
         let mut batch = self.db.batch();
-        if let Some(cs) = conf {
-            let bytes = protobuf::Message::write_to_bytes(cs).map_err(err)?;
-            batch.insert(&self.apply_state, keys::conf_key(group), bytes);
-        }
-        for (k, v) in writes {
-            let key = keys::kv_key(group, &k);
-            match v {
-                Some(v) => batch.insert(&self.kv, key, v),
-                None => batch.remove(&self.kv, key),
+        let groups = applies.len();
+        for GroupApply {
+            group,
+            writes,
+            state,
+            conf,
+        } in applies
+        {
+            if let Some(cs) = conf {
+                let bytes = protobuf::Message::write_to_bytes(&cs).map_err(err)?;
+                batch.insert(&self.apply_state, keys::conf_key(group), bytes);
             }
+            for (k, v) in writes {
+                let key = keys::kv_key(group, &k);
+                match v {
+                    Some(v) => batch.insert(&self.kv, key, v),
+                    None => batch.remove(&self.kv, key),
+                }
+            }
+            batch.insert(
+                &self.apply_state,
+                keys::group_prefix(group),
+                encode_apply_state(&state),
+            );
         }
-        batch.insert(
-            &self.apply_state,
-            keys::group_prefix(group),
-            encode_apply_state(&state),
-        );
         batch
             .commit()
-            .map_err(|e| StoreError(format!("apply write failed for group {group}: {e}")))
+            .map_err(|e| StoreError(format!("apply write of {groups} group(s) failed: {e}")))
     }
 
     fn apply_state(&self, group: GroupId) -> Result<Option<ApplyState>, StoreError> {
@@ -231,6 +236,46 @@ impl ApplyStore for Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::raftstore::fsm::WriteSet;
+
+    #[test]
+    fn one_commit_carries_several_groups_each_with_its_own_state() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(err)?;
+        let store = Store::open(dir.path())?;
+        let state = |i| ApplyState {
+            applied_index: i,
+            applied_term: 1,
+            applied_timestamp_ms: 5,
+            plugin: PluginDigest::of(b"p"),
+        };
+        let conf = ConfState {
+            voters: vec![1, 2, 3],
+            ..Default::default()
+        };
+        let applies = (1..=3u64)
+            .map(|g| {
+                let mut w = WriteSet::new();
+                w.insert(b"k".to_vec(), Some(g.to_be_bytes().to_vec()));
+                GroupApply {
+                    group: GroupId(g),
+                    writes: w,
+                    state: state(10 + g),
+                    conf: (g == 2).then(|| conf.clone()),
+                }
+            })
+            .collect();
+        store.commit_applies(applies)?;
+        for g in 1..=3u64 {
+            assert_eq!(store.apply_state(GroupId(g))?, Some(state(10 + g)));
+            assert_eq!(
+                KvReader::get(&store, GroupId(g), b"k").map_err(err)?,
+                Some(g.to_be_bytes().to_vec())
+            );
+        }
+        assert_eq!(store.conf_state(GroupId(2))?, Some(conf));
+        assert_eq!(store.conf_state(GroupId(1))?, None);
+        Ok(())
+    }
 
     #[test]
     fn apply_commits_writes_with_state_and_scans_stay_in_group() -> Result<(), StoreError> {

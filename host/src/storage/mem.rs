@@ -10,9 +10,9 @@ use parking_lot::Mutex;
 use raft::eraftpb::{ConfState, Entry, HardState};
 
 use crate::ids::GroupId;
-use crate::raftstore::fsm::{KvPairs, KvReader, WriteSet};
+use crate::raftstore::fsm::{KvPairs, KvReader};
 use crate::raftstore::traits::{
-    ApplyState, ApplyStore, LogStore, PersistedRaftState, RaftWriteBatch, ReadSnapshot,
+    ApplyState, ApplyStore, GroupApply, LogStore, PersistedRaftState, RaftWriteBatch, ReadSnapshot,
     SnapshotInfo, StoreError,
 };
 
@@ -224,24 +224,20 @@ impl ApplyStore for MemStore {
         Arc::new(MemSnapshot(self.live.lock().clone()))
     }
 
-    fn commit_apply(
-        &self,
-        group: GroupId,
-        writes: WriteSet,
-        state: ApplyState,
-        conf: Option<&ConfState>,
-    ) -> Result<(), StoreError> {
+    fn commit_applies(&self, applies: Vec<GroupApply>) -> Result<(), StoreError> {
         let mut d = self.live.lock();
-        if let Some(cs) = conf {
-            d.applied_conf.insert(group.0, cs.clone());
+        for a in applies {
+            if let Some(cs) = a.conf {
+                d.applied_conf.insert(a.group.0, cs);
+            }
+            for (k, v) in a.writes {
+                match v {
+                    Some(v) => d.kv.insert((a.group.0, k), v),
+                    None => d.kv.remove(&(a.group.0, k)),
+                };
+            }
+            d.apply.insert(a.group.0, a.state);
         }
-        for (k, v) in writes {
-            match v {
-                Some(v) => d.kv.insert((group.0, k), v),
-                None => d.kv.remove(&(group.0, k)),
-            };
-        }
-        d.apply.insert(group.0, state);
         Ok(())
     }
 
