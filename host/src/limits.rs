@@ -30,6 +30,13 @@ pub const PENDING_PROPOSALS_MAX: usize = 8192;
 pub const APPLY_LAG_ENTRIES_MAX: u64 = 4096;
 /// Apply tasks queued between the store loop and the apply worker.
 pub const APPLY_QUEUE_CAPACITY: usize = 4096;
+/// Reads that passed their barrier and wait for a query thread, per node.
+pub const QUERY_QUEUE_CAPACITY: usize = 4096;
+/// Reads a query thread takes from the queue at once.
+pub const QUERY_BATCH_MAX: usize = 256;
+/// Threads answering reads in the plugin (more than one, so one slow query does not
+/// hold up every read).
+pub const QUERY_THREADS: usize = 4;
 /// Entries kept in a group's raft log after they are applied (compaction keeps the
 /// log from growing without bound).
 pub const LOG_RETAIN_ENTRIES: u64 = 1024;

@@ -25,20 +25,31 @@ pub mod linearizability;
 /// A port on 127.0.0.1 that was free a moment ago, chosen below the kernel's
 /// ephemeral range (32768 and up on Linux): a test that kills a server and restarts it
 /// on the same port must not find it taken by some client's outgoing connection.
+///
+/// Ports are handed out in sequence from a per-process random start, so two tests of
+/// one binary never get the same port (a port is only checked free, not held, until its
+/// server binds it; random picks collided in parallel tests).
 pub fn free_port() -> u16 {
+    use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
+    const BASE: u64 = 20_000;
+    const SPAN: u64 = 12_000;
+    static START: OnceLock<u64> = OnceLock::new();
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let seed = u64::from(std::process::id())
-        ^ std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-    for _ in 0..1000 {
-        let mut x = seed.wrapping_add(NEXT.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed));
+    let start = *START.get_or_init(|| {
+        let mut x = u64::from(std::process::id())
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
         x ^= x >> 33;
         x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
         x ^= x >> 33;
-        let port = 20_000 + (x % 12_000) as u16;
+        x % SPAN
+    });
+    for _ in 0..SPAN {
+        let k = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (BASE + (start + k) % SPAN) as u16;
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }

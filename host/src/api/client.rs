@@ -60,10 +60,7 @@ async fn local_query(
     } else if !node.hosts(group) {
         return Err(RaftError::GroupNotFound(group));
     }
-    let raft = node.raft.clone();
-    tokio::task::spawn_blocking(move || raft.query(group, &request))
-        .await
-        .map_err(|e| RaftError::Invalid(format!("query task failed: {e}")))?
+    node.raft.query(group, request).await
 }
 
 #[tonic::async_trait]

@@ -105,11 +105,7 @@ impl Node {
             self.raft
                 .read_barrier(META_GROUP, ReadKind::Linearizable)
                 .await?;
-            let raft = self.raft.clone();
-            tokio::task::spawn_blocking(move || raft.query(META_GROUP, &body))
-                .await
-                .map_err(|e| RaftError::Invalid(format!("meta query task failed: {e}")))?
-                .map(|(out, _)| out)
+            self.raft.query(META_GROUP, body).await.map(|(out, _)| out)
         } else {
             self.raft
                 .propose(META_GROUP, body, String::new())

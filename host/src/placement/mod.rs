@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use crate::ids::{GroupId, PluginDigest};
 use crate::raftstore::fsm::{
-    CommandOutcome, EntryContext, FsmError, KvView, QueryContext, StateMachineHost,
+    CommandOutcome, EntryContext, FsmError, KvReader, KvView, QueryContext, StateMachineHost,
 };
 
 pub use meta_fsm::{
@@ -94,6 +94,22 @@ impl StateMachineHost for HostDispatch {
             return Err(Self::meta_only_in_meta_group(ctx.group));
         }
         self.meta.query(ctx, request, &kv)
+    }
+
+    fn query_batch(
+        &self,
+        plugin: PluginDigest,
+        ctx: QueryContext,
+        requests: &[&[u8]],
+        reader: Arc<dyn KvReader>,
+    ) -> Vec<CommandOutcome> {
+        if plugin != META_PLUGIN {
+            return self.inner.query_batch(plugin, ctx, requests, reader);
+        }
+        requests
+            .iter()
+            .map(|r| self.query(plugin, ctx, r, KvView::for_query(reader.clone(), ctx.group)))
+            .collect()
     }
 }
 

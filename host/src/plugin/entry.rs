@@ -5,7 +5,8 @@
 //! before on this replica. A command that succeeds keeps its writes
 //! ([`KvView::commit_command`]); one that fails loses them ([`KvView::discard_command`]).
 //! When a command traps, its instance is dropped and the next command of the entry starts
-//! a fresh one.
+//! a fresh one. A batch of reads of one group is served the same way: in order, in one
+//! instance over one read-only view, a fresh one after a trap.
 
 use std::sync::Arc;
 
@@ -103,4 +104,55 @@ pub(crate) fn run_query(
         .query(ctx, request)
         .map_err(|(CallError::Refused(error) | CallError::Poisoned(error))| error);
     (answer, instance.fuel_used())
+}
+
+/// Answers `requests` in order in one instance over the read-only `kv` (a fresh one
+/// after a trap); returns one answer per request and the fuel the instances consumed.
+pub(crate) fn run_queries(
+    prepared: &Prepared,
+    slots: &Arc<InstanceSlots>,
+    ctx: &QueryContext,
+    requests: &[&[u8]],
+    kv: KvView,
+) -> (Vec<CommandOutcome>, u64) {
+    let log = LogContext {
+        group: ctx.group,
+        index: ctx.applied_index,
+    };
+    let mut answers = Vec::with_capacity(requests.len());
+    let mut fuel = 0u64;
+    let mut session = Session::Idle(kv);
+    for request in requests {
+        let mut instance = match session {
+            Session::Live(instance) => instance,
+            Session::Idle(kv) => match Instance::start(prepared, slots, Sandbox::new(kv, log)) {
+                Ok(instance) => instance,
+                Err(not_started) => {
+                    let NotStarted { kv, error } = *not_started;
+                    answers.push(Err(error));
+                    session = Session::Idle(kv);
+                    continue;
+                }
+            },
+        };
+        session = match instance.query(ctx, request) {
+            Ok(output) => {
+                answers.push(Ok(output));
+                Session::Live(instance)
+            }
+            Err(CallError::Refused(error)) => {
+                answers.push(Err(error));
+                Session::Live(instance)
+            }
+            Err(CallError::Poisoned(error)) => {
+                fuel += instance.fuel_used();
+                answers.push(Err(error));
+                Session::Idle(instance.into_kv())
+            }
+        };
+    }
+    if let Session::Live(instance) = session {
+        fuel += instance.fuel_used();
+    }
+    (answers, fuel)
 }

@@ -14,7 +14,7 @@ use wasmtime::component::{Component, Linker};
 use super::PluginError;
 use super::cache::CodeCache;
 use super::engine::deterministic_engine;
-use super::entry::{run_entry, run_query};
+use super::entry::{run_entry, run_queries, run_query};
 use super::prepared::{Prepared, linker, prepare};
 use super::sandbox::Sandbox;
 use super::slots::InstanceSlots;
@@ -23,7 +23,7 @@ use crate::ids::PluginDigest;
 use crate::limits;
 use crate::metrics::PluginMetrics;
 use crate::raftstore::fsm::{
-    CommandOutcome, EntryContext, FsmError, KvView, QueryContext, StateMachineHost,
+    CommandOutcome, EntryContext, FsmError, KvReader, KvView, QueryContext, StateMachineHost,
 };
 
 /// How [`PluginRuntime::load`] made a plugin runnable.
@@ -195,5 +195,25 @@ impl StateMachineHost for PluginRuntime {
         let (answer, fuel) = run_query(&prepared, &self.slots, &ctx, request, kv);
         self.metrics.record_query(fuel, started.elapsed());
         answer
+    }
+
+    fn query_batch(
+        &self,
+        plugin: PluginDigest,
+        ctx: QueryContext,
+        requests: &[&[u8]],
+        reader: Arc<dyn KvReader>,
+    ) -> Vec<CommandOutcome> {
+        let Some(prepared) = self.prepared(plugin) else {
+            return requests
+                .iter()
+                .map(|_| Err(FsmError::MissingPlugin(plugin)))
+                .collect();
+        };
+        let started = std::time::Instant::now();
+        let kv = KvView::for_query(reader, ctx.group);
+        let (answers, fuel) = run_queries(&prepared, &self.slots, &ctx, requests, kv);
+        self.metrics.record_query(fuel, started.elapsed());
+        answers
     }
 }

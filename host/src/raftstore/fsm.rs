@@ -336,6 +336,22 @@ pub trait StateMachineHost: Send + Sync + 'static {
         request: &[u8],
         kv: KvView,
     ) -> CommandOutcome;
+
+    /// Answers several read-only requests of one group against the same state, one
+    /// outcome per request, in order. Each answer must be the one [`Self::query`] would
+    /// give alone; an implementation may share work between them (one plugin instance).
+    fn query_batch(
+        &self,
+        plugin: PluginDigest,
+        ctx: QueryContext,
+        requests: &[&[u8]],
+        reader: Arc<dyn KvReader>,
+    ) -> Vec<CommandOutcome> {
+        requests
+            .iter()
+            .map(|r| self.query(plugin, ctx, r, KvView::for_query(reader.clone(), ctx.group)))
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -7,11 +7,12 @@ use std::thread::JoinHandle;
 use tokio::sync::oneshot;
 
 use super::apply::{ApplyLoop, ApplyTask};
-use super::fsm::{FsmError, KvReader, KvView, QueryContext, StateMachineHost};
+use super::fsm::{FsmError, StateMachineHost};
 use super::leaders::LeaderBoard;
 use super::msg::{
     GroupStatus, PeerChange, PeerMsg, PeerSpec, Proposed, RaftError, ReadKind, StoreMsg,
 };
+use super::query_pool::{QueryDeps, QueryPool, answer_batch};
 use super::router::Router;
 use super::snapshot::{self, SnapWorker};
 use super::store_loop::StoreLoop;
@@ -26,8 +27,8 @@ use crate::metrics::RaftMetrics;
 #[derive(Clone)]
 pub struct RaftStore {
     router: Arc<Router>,
-    fsm: Arc<dyn StateMachineHost>,
-    apply: Arc<dyn ApplyStore>,
+    queries: QueryPool,
+    query_deps: QueryDeps,
     leaders: Arc<LeaderBoard>,
     node: NodeId,
     hibernating: Arc<std::sync::atomic::AtomicUsize>,
@@ -140,11 +141,17 @@ impl RaftStore {
         let store = std::thread::Builder::new()
             .name("flotilla-store".into())
             .spawn(move || fail_stop("store loop", &fatal, || store_loop.run(receivers)))?;
+        let query_deps = QueryDeps {
+            router: router.clone(),
+            apply: deps.apply,
+            fsm: deps.fsm,
+        };
+        let queries = QueryPool::start(query_deps.clone())?;
         Ok((
             Self {
                 router,
-                fsm: deps.fsm,
-                apply: deps.apply,
+                queries,
+                query_deps,
                 leaders,
                 node: deps.node,
                 hibernating,
@@ -207,30 +214,32 @@ impl RaftStore {
         rx.await.map_err(|_| RaftError::Stopped)?
     }
 
-    /// Runs a read-only query against the group's applied state (blocking: call it from
-    /// a blocking thread). Returns the output and the applied index it observed.
-    pub fn query(&self, group: GroupId, request: &[u8]) -> Result<(Vec<u8>, u64), RaftError> {
-        if self.router.mailbox(group).is_none() {
-            return Err(RaftError::GroupNotFound(group));
-        }
-        // One snapshot for the apply state and every KV read: the query sees exactly
-        // the state at the index it reports, even while apply goes on.
-        let snapshot = self.apply.read_snapshot();
-        let state = snapshot
-            .apply_state(group)
-            .map_err(|e| RaftError::Fsm(FsmError::Storage(e.to_string())))?
-            .ok_or(RaftError::GroupNotFound(group))?;
-        let ctx = QueryContext {
+    /// Runs a read-only query against the group's applied state on a query thread
+    /// (batched with the other reads waiting there). Returns the output and the applied
+    /// index it observed.
+    pub async fn query(
+        &self,
+        group: GroupId,
+        request: Vec<u8>,
+    ) -> Result<(Vec<u8>, u64), RaftError> {
+        let rx = self.queries.submit(group, request)?;
+        rx.await.map_err(|_| RaftError::Stopped)?
+    }
+
+    /// [`Self::query`] on the calling thread (blocking), for tests and tools.
+    pub fn query_blocking(
+        &self,
+        group: GroupId,
+        request: &[u8],
+    ) -> Result<(Vec<u8>, u64), RaftError> {
+        let (reply, mut rx) = oneshot::channel();
+        let job = super::query_pool::QueryJob {
             group,
-            applied_index: state.applied_index,
-            applied_timestamp_ms: state.applied_timestamp_ms,
+            request: request.to_vec(),
+            reply,
         };
-        let reader: Arc<dyn KvReader> = snapshot;
-        let view = KvView::for_query(reader, group);
-        self.fsm
-            .query(state.plugin, ctx, request, view)
-            .map(|out| (out, state.applied_index))
-            .map_err(RaftError::Fsm)
+        answer_batch(&self.query_deps, vec![job]);
+        rx.try_recv().map_err(|_| RaftError::Stopped)?
     }
 
     /// Proposes a switch to `plugin`; returns the index at which the group switched.
@@ -287,7 +296,7 @@ impl RaftStore {
         group: GroupId,
         index: u64,
     ) -> Result<Option<[u8; 32]>, RaftError> {
-        super::digest::recorded(&*self.apply, group, index)
+        super::digest::recorded(&*self.query_deps.apply, group, index)
             .map_err(|e| RaftError::Fsm(FsmError::Storage(e)))
     }
 

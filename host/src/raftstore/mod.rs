@@ -14,6 +14,7 @@
 //! - [`store_loop`]: the round: messages → raft → one batch → advance → apply tasks.
 //! - [`peer`], [`peer_storage`]: one group's `RawNode` and its raft-rs `Storage`.
 //! - [`apply`]: the apply loop; [`payload`]: what entries carry.
+//! - [`query_pool`]: the threads that answer reads in batches.
 //! - [`fsm`], [`traits`]: the contracts other rooms implement.
 
 pub mod apply;
@@ -30,6 +31,7 @@ pub mod payload;
 pub mod peer;
 pub mod peer_storage;
 pub mod pending_kv;
+pub mod query_pool;
 pub mod router;
 pub mod shared;
 pub mod snapshot;

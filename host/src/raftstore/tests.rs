@@ -83,7 +83,7 @@ async fn value(store: &RaftStore, g: u64) -> i64 {
         .read_barrier(GroupId(g), ReadKind::Linearizable)
         .await
         .expect("read index");
-    let (out, _) = store.query(GroupId(g), b"").expect("query");
+    let (out, _) = store.query(GroupId(g), Vec::new()).await.expect("query");
     String::from_utf8(out)
         .expect("utf8")
         .parse()
@@ -331,7 +331,7 @@ async fn applied_value(store: &RaftStore, g: GroupId, min_index: u64) -> i64 {
             .applied(g)
             .is_some_and(|s| s.applied_index >= min_index)
         {
-            let (out, _) = store.query(g, b"").expect("query");
+            let (out, _) = store.query_blocking(g, b"").expect("query");
             return String::from_utf8(out)
                 .expect("utf8")
                 .parse()

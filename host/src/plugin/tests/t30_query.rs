@@ -7,7 +7,7 @@ use super::fixture::{
     GROUP, MapReader, apply_view, entry, guest, query_ctx, query_view, runtime_with,
 };
 use crate::limits;
-use crate::raftstore::fsm::{FsmError, StateMachineHost};
+use crate::raftstore::fsm::{FsmError, KvReader, StateMachineHost};
 
 #[test]
 fn a_query_reads_committed_state() {
@@ -19,6 +19,27 @@ fn a_query_reads_committed_state() {
     assert_eq!(answer, Ok(b"k".to_vec()));
     let missing = runtime.query(digest, query_ctx(1), b"gz", query_view(&reader));
     assert_eq!(missing, Err(FsmError::Rejected("missing".into())));
+}
+
+#[test]
+fn a_batch_of_queries_answers_each_as_alone_and_a_trap_spoils_none_of_the_others() {
+    let (runtime, digest, _dir) = runtime_with(&guest());
+    let reader = Arc::new(MapReader::default());
+    let (view, _) = runtime.apply_entry(digest, entry(1), &[b"wk", b"wq"], apply_view(&reader));
+    reader.commit(view);
+    // A miss, a write (misuse), a trap, memory exhaustion and a refusal between reads.
+    let requests: [&[u8]; 9] = [b"gk", b"gz", b"wn", b"gq", b"x", b"gk", b"m", b"r", b"gq"];
+    let shared: Arc<dyn KvReader> = reader.clone();
+    let batch = runtime.query_batch(digest, query_ctx(1), &requests, shared);
+    let alone: Vec<_> = requests
+        .iter()
+        .map(|r| runtime.query(digest, query_ctx(1), r, query_view(&reader)))
+        .collect();
+    assert_eq!(batch, alone);
+    assert_eq!(batch[5], Ok(b"k".to_vec()));
+    assert_eq!(batch[8], Ok(b"q".to_vec()));
+    assert_eq!(batch[4], Err(FsmError::Panicked("boom".into())));
+    assert_eq!(reader.value("n"), None);
 }
 
 #[test]
