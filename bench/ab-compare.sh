@@ -2,7 +2,8 @@
 # Two flotilla binaries side by side on the same machine in one run: for each of RUNS
 # rounds, each binary gets a fresh 3-node loopback cluster and the same `flotilla bench`
 # cases (writes, 16 B values, 256 clients, 1 and 64 groups; fsync on), alternating which
-# binary goes first (WORKLOAD=read: linearizable reads of preloaded keys instead).
+# binary goes first (WORKLOAD=read: linearizable reads of preloaded keys instead;
+# VALUE_SIZE=1024 for 1 KiB values).
 # Prints every run, then the median ops/s, p99 and server CPU per
 # operation (user+system time of the 3 node processes over the case, divided by the
 # operations done: the figure that other load on a shared machine disturbs least) per
@@ -11,7 +12,7 @@
 #   bench/ab-compare.sh OLD_BINARY NEW_BINARY        (RUNS=3 DURATION=10s by default)
 set -euo pipefail
 OLD=$1; NEW=$2
-RUNS=${RUNS:-3}; DURATION=${DURATION:-10s}; CLIENTS=${CLIENTS:-256}; WORKLOAD=${WORKLOAD:-write}
+RUNS=${RUNS:-3}; DURATION=${DURATION:-10s}; CLIENTS=${CLIENTS:-256}; WORKLOAD=${WORKLOAD:-write}; VALUE_SIZE=${VALUE_SIZE:-16}
 WORK=$(mktemp -d)
 trap 'pkill -f "$WORK" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 cpu_ticks() { # utime+stime of the given pids, in clock ticks (fields 14 and 15 of stat)
@@ -33,7 +34,7 @@ one() { # bin tag run
   for g in 1 64; do
     local before after
     before=$(cpu_ticks "${pids[@]}")
-    "$bin" bench --endpoint 127.0.0.1:$base --clients "$CLIENTS" --groups $g --duration "$DURATION" --workload "$WORKLOAD" --output json >"$dir/bench.json"
+    "$bin" bench --endpoint 127.0.0.1:$base --clients "$CLIENTS" --groups $g --duration "$DURATION" --workload "$WORKLOAD" --value-size "$VALUE_SIZE" --output json >"$dir/bench.json"
     after=$(cpu_ticks "${pids[@]}")
     python3 -c "import json,sys; d=json.load(open('$dir/bench.json')); t=($after-$before)/$(getconf CLK_TCK); print('$tag', $run, $g, round(d['ops_per_s']), round(d['p99_ms'],1), d['errors'], round(t*1e6/max(d['ops'],1),1))" | tee -a "$WORK/results"
   done
