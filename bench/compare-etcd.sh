@@ -16,6 +16,7 @@
 # Usage: bench/compare-etcd.sh            (about 11 minutes: RUNS=3, DURATION=5s)
 #        QUICK=1 bench/compare-etcd.sh    (one run of 2 s cases, a smoke test)
 # Env: RUNS, DURATION, VALUE_SIZES ("16 1024"), CLIENTS ("1 16 256"), MANY_GROUPS (64),
+#      CONNECTIONS (4: gRPC connections per node or member, shared by the clients),
 #      ETCD_PORT (23790: clients on +1..+3, peers on +11..+13), FLOTILLA_PORT (7730:
 #      nodes on +1..+3), FLOTILLA (a built binary: skips `cargo build --release`),
 #      WORKDIR (parent of the data dirs; default $TMPDIR or /tmp, i.e. the same disk
@@ -32,6 +33,7 @@ DURATION=${DURATION:-5s}
 VALUE_SIZES=${VALUE_SIZES:-"16 1024"}
 CLIENTS=${CLIENTS:-"1 16 256"}
 MANY_GROUPS=${MANY_GROUPS:-64}
+CONNECTIONS=${CONNECTIONS:-4}
 ETCD_PORT=${ETCD_PORT:-23790}
 FLOTILLA_PORT=${FLOTILLA_PORT:-7730}
 
@@ -118,7 +120,8 @@ bench_case() {
     flotilla-*g) args=(--endpoint "$FLOTILLA_ENDPOINT" --groups "$MANY_GROUPS") ;;
   esac
   if out=$("$F" bench "${args[@]}" --workload "$workload" --value-size "$value" \
-      --clients "$clients" --duration "$DURATION" --output json 2>"$WORK/bench.err"); then
+      --clients "$clients" --connections "$CONNECTIONS" --duration "$DURATION" --output json \
+      2>"$WORK/bench.err"); then
     jq -c --argjson run "$run" --arg system "$system" '. + {run: $run, system: $system}' \
       <<<"$out" | tee -a "$WORK/results.jsonl" |
       jq -r '"run \(.run)  \(.workload) \(.value_size) B  \(.clients) clients  \(.system | . + "             " | .[:13]) \(.ops_per_s | floor) ops/s  p50 \(.p50_ms) ms  p99 \(.p99_ms) ms  errors \(.errors)"'
@@ -148,7 +151,7 @@ ETCD_ENDPOINTS="127.0.0.1:$((ETCD_PORT + 1)),127.0.0.1:$((ETCD_PORT + 2)),127.0.
 FLOTILLA_ENDPOINT="127.0.0.1:$((FLOTILLA_PORT + 1))"
 
 echo "== compare-etcd $(date -u +%Y-%m-%dT%H:%M:%SZ) =="
-echo "runs $RUNS, $DURATION per case, values [$VALUE_SIZES] B, clients [$CLIENTS], $MANY_GROUPS groups"
+echo "runs $RUNS, $DURATION per case, values [$VALUE_SIZES] B, clients [$CLIENTS], $MANY_GROUPS groups, $CONNECTIONS connections per node"
 echo "$(etcd --version | head -1); flotilla $("$F" --version | awk '{print $2}') at $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
 echo "machine: $(nproc) cores, $(uname -sr); data dirs on $(df -P "$WORK" | awk 'NR==2{print $1}')"
 echo "load at start: $(uptime)"
