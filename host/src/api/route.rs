@@ -102,7 +102,9 @@ impl Node {
         }
         let mut target: Option<NodeId> = None;
         let mut candidates: Vec<NodeId> = Vec::new();
-        let mut last = Status::unavailable(format!("group {group} has no reachable leader"));
+        // Built only when an attempt fails: a Status (header map, message) per request
+        // showed up in the write path's profile.
+        let mut last: Option<Status> = None;
         for attempt in 0..ATTEMPTS {
             let t = match target.take() {
                 Some(t) => t,
@@ -126,15 +128,15 @@ impl Node {
                         target = Some(p.node());
                         continue;
                     }
-                    Err(e @ RaftError::NotLeader { .. }) => last = status::from_raft(e),
-                    Err(e @ RaftError::GroupNotFound(_)) => last = status::from_raft(e),
+                    Err(e @ RaftError::NotLeader { .. }) => last = Some(status::from_raft(e)),
+                    Err(e @ RaftError::GroupNotFound(_)) => last = Some(status::from_raft(e)),
                     Err(e) => return Err(status::from_raft(e)),
                 }
             } else {
                 let channel = match self.channels.get(t, &self.book) {
                     Ok(c) => c,
                     Err(s) => {
-                        last = s;
+                        last = Some(s);
                         tokio::time::sleep(PAUSE).await;
                         continue;
                     }
@@ -148,14 +150,16 @@ impl Node {
                             target = Some(hint.node());
                             continue;
                         }
-                        last = s;
+                        last = Some(s);
                     }
                     Err(s) => return Err(s),
                 }
             }
             tokio::time::sleep(PAUSE).await;
         }
-        Err(last)
+        Err(last.unwrap_or_else(|| {
+            Status::unavailable(format!("group {group} has no reachable leader"))
+        }))
     }
 }
 
