@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::*;
+use crate::ids::{GroupId, NodeId, PeerId, PluginDigest};
 use crate::placement::META_GROUP;
 use crate::raftstore::fsm::FsmError;
 use crate::raftstore::mem_kv::MemKv;
