@@ -5,8 +5,8 @@
 
 use super::keys;
 use super::store::{
-    all_nodes, blob, get, get_referenced, group, joined, live_node, next_peer, next_seq, node,
-    put, write_group,
+    all_nodes, blob, get, get_referenced, group, joined, live_node, next_peer, next_seq, node, put,
+    write_group,
 };
 use super::validate::{check_addr, plugin_name_problem};
 use crate::ids::{GroupId, NODE_ID_MAX, NodeId, PeerId, PluginDigest};
@@ -15,7 +15,11 @@ use crate::placement::meta_types::*;
 use crate::placement::{META_PLUGIN, schedule};
 use crate::raftstore::fsm::{EntryContext, KvView};
 
-pub(super) fn apply(ctx: &EntryContext, kv: &mut KvView, cmd: MetaCommand) -> Result<MetaOutput, MetaError> {
+pub(super) fn apply(
+    ctx: &EntryContext,
+    kv: &mut KvView,
+    cmd: MetaCommand,
+) -> Result<MetaOutput, MetaError> {
     let ts = ctx.timestamp_ms;
     match cmd {
         MetaCommand::RegisterNode { node, addr } => register_node(kv, ts, node, addr),

@@ -3,7 +3,6 @@
 
 use crate::ids::{GroupId, NodeId, PluginDigest};
 
-
 pub(super) const NODE: &str = "node/";
 pub(super) const PLUGIN: &str = "plugin/";
 pub(super) const LATEST: &str = "latest/";

@@ -51,8 +51,8 @@ impl MetaFsm {
     ) -> (KvView, Vec<CommandOutcome>) {
         let mut outcomes = Vec::with_capacity(commands.len());
         for bytes in commands {
-            let outcome =
-                MetaCommand::decode(bytes).and_then(|cmd| Ok(commands::apply(&ctx, &mut kv, cmd)?.encode()));
+            let outcome = MetaCommand::decode(bytes)
+                .and_then(|cmd| Ok(commands::apply(&ctx, &mut kv, cmd)?.encode()));
             match &outcome {
                 Ok(_) => kv.commit_command(),
                 Err(_) => kv.discard_command(),
