@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Where a node's CPU goes under a write load: a fresh 3-node loopback cluster, one
+# unprofiled case that measures throughput and CPU per operation (server processes from
+# /proc, the load generator from /usr/bin/time), then `perf record` on node 1 during a
+# second case, summarized per thread and per named cost by bench/perf_shares.py.
+#
+#   bench/profile-writes.sh BINARY OUTDIR        (RAFT_GROUPS=64 VALUE_SIZE=16 CLIENTS=256)
+#
+# Needs `perf` (Debian: linux-perf) and permission to profile the node processes.
+# OUTDIR gets perf.data, script.txt (perf script), shares.txt and the bench JSON.
+set -euo pipefail
+BIN=$1; OUT=$2
+RAFT_GROUPS=${RAFT_GROUPS:-64}; VALUE_SIZE=${VALUE_SIZE:-16}; CLIENTS=${CLIENTS:-256}; PORT=${PORT:-7790}
+command -v perf >/dev/null || { echo "profile-writes: perf is not installed (apt-get install linux-perf)" >&2; exit 2; }
+python3 "$(dirname "$0")/perf_shares.py" --self-test >/dev/null
+mkdir -p "$OUT"
+WORK=$(mktemp -d)
+trap 'pkill -f "$WORK" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+ic="1=127.0.0.1:$PORT,2=127.0.0.1:$((PORT+1)),3=127.0.0.1:$((PORT+2))"
+pids=()
+for i in 1 2 3; do
+  FLOTILLA_LOG=warn "$BIN" server --id $i --listen 127.0.0.1:$((PORT+i-1)) --data-dir "$WORK/n$i" \
+    --initial-cluster "$ic" 2>"$WORK/n$i.log" >/dev/null &
+  pids+=($!)
+done
+for _ in $(seq 200); do "$BIN" cluster status --endpoint 127.0.0.1:$PORT >/dev/null 2>&1 && break; sleep 0.1; done
+ticks() { local p s=0; for p in "$@"; do s=$((s + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo $s; }
+bench() { # duration json-out [command prefix...]
+  local duration=$1 json=$2; shift 2
+  "$@" "$BIN" bench --endpoint 127.0.0.1:$PORT --clients "$CLIENTS" --groups "$RAFT_GROUPS" --duration "$duration" \
+    --value-size "$VALUE_SIZE" --output json >"$json"
+}
+before=$(ticks "${pids[@]}")
+bench 8s "$OUT/bench.json" /usr/bin/time -f "%U %S" -o "$WORK/gen-time"
+after=$(ticks "${pids[@]}")
+python3 - "$OUT/bench.json" "$WORK/gen-time" "$before" "$after" <<'PY' | tee "$OUT/summary.txt"
+import json, os, sys
+d = json.load(open(sys.argv[1])); u, s = map(float, open(sys.argv[2]).read().split()[-2:])
+ops = max(d["ops"], 1); tck = os.sysconf("SC_CLK_TCK")
+server = (int(sys.argv[4]) - int(sys.argv[3])) / tck * 1e6 / ops
+print(f"{d['groups']} groups, {d['value_size']} B, {d['clients']} clients: {d['ops_per_s']:.0f} ops/s, "
+      f"p99 {d['p99_ms']:.1f} ms; CPU per op: servers {server:.1f} us, load generator {(u + s) * 1e6 / ops:.1f} us")
+PY
+bench 14s "$OUT/bench-profiled.json" &
+load=$!
+sleep 3
+perf record -F 499 -e cpu-clock --call-graph dwarf,16384 -p "${pids[0]}" -o "$OUT/perf.data" -- sleep 8 \
+  >/dev/null 2>"$OUT/perf.log"
+wait $load
+perf script -i "$OUT/perf.data" >"$OUT/script.txt" 2>/dev/null
+python3 "$(dirname "$0")/perf_shares.py" <"$OUT/script.txt" | tee "$OUT/shares.txt"
