@@ -15,22 +15,11 @@ OLD=$1; NEW=$2
 RUNS=${RUNS:-3}; DURATION=${DURATION:-10s}; CLIENTS=${CLIENTS:-256}; WORKLOAD=${WORKLOAD:-write}; VALUE_SIZE=${VALUE_SIZE:-16}
 WORK=$(mktemp -d)
 trap 'pkill -f "$WORK" 2>/dev/null || true; rm -rf "$WORK"' EXIT
-cpu_ticks() { # utime+stime of the given pids, in clock ticks (fields 14 and 15 of stat)
-  local p sum=0
-  for p in "$@"; do sum=$((sum + $(awk '{print $14+$15}' "/proc/$p/stat"))); done
-  echo $sum
-}
+. "$(dirname "$0")/lib.sh"
 one() { # bin tag run
   local bin=$1 tag=$2 run=$3 dir="$WORK/$2-$3" base=7790
-  mkdir -p "$dir"
-  local ic="1=127.0.0.1:$base,2=127.0.0.1:$((base+1)),3=127.0.0.1:$((base+2))"
-  local pids=()
-  for i in 1 2 3; do
-    FLOTILLA_LOG=warn "$bin" server --id $i --listen 127.0.0.1:$((base+i-1)) --data-dir "$dir/n$i" \
-      --initial-cluster "$ic" 2>"$dir/n$i.log" >/dev/null &
-    pids+=($!)
-  done
-  for _ in $(seq 200); do "$bin" cluster status --endpoint 127.0.0.1:$base >/dev/null 2>&1 && break; sleep 0.1; done
+  start_flotilla3 "$bin" "$dir" $base
+  local pids=("${NODE_PIDS[@]}")
   for g in 1 64; do
     local before after
     before=$(cpu_ticks "${pids[@]}")

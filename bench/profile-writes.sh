@@ -16,23 +16,17 @@ python3 "$(dirname "$0")/perf_shares.py" --self-test >/dev/null
 mkdir -p "$OUT"
 WORK=$(mktemp -d)
 trap 'pkill -f "$WORK" 2>/dev/null || true; rm -rf "$WORK"' EXIT
-ic="1=127.0.0.1:$PORT,2=127.0.0.1:$((PORT+1)),3=127.0.0.1:$((PORT+2))"
-pids=()
-for i in 1 2 3; do
-  FLOTILLA_LOG=warn "$BIN" server --id $i --listen 127.0.0.1:$((PORT+i-1)) --data-dir "$WORK/n$i" \
-    --initial-cluster "$ic" 2>"$WORK/n$i.log" >/dev/null &
-  pids+=($!)
-done
-for _ in $(seq 200); do "$BIN" cluster status --endpoint 127.0.0.1:$PORT >/dev/null 2>&1 && break; sleep 0.1; done
-ticks() { local p s=0; for p in "$@"; do s=$((s + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo $s; }
+. "$(dirname "$0")/lib.sh"
+start_flotilla3 "$BIN" "$WORK" "$PORT"
+pids=("${NODE_PIDS[@]}")
 bench() { # duration json-out [command prefix...]
   local duration=$1 json=$2; shift 2
   "$@" "$BIN" bench --endpoint 127.0.0.1:$PORT --clients "$CLIENTS" --groups "$RAFT_GROUPS" --duration "$duration" \
     --value-size "$VALUE_SIZE" --output json >"$json"
 }
-before=$(ticks "${pids[@]}")
+before=$(cpu_ticks "${pids[@]}")
 bench 8s "$OUT/bench.json" /usr/bin/time -f "%U %S" -o "$WORK/gen-time"
-after=$(ticks "${pids[@]}")
+after=$(cpu_ticks "${pids[@]}")
 python3 - "$OUT/bench.json" "$WORK/gen-time" "$before" "$after" <<'PY' | tee "$OUT/summary.txt"
 import json, os, sys
 d = json.load(open(sys.argv[1])); u, s = map(float, open(sys.argv[2]).read().split()[-2:])
