@@ -100,3 +100,97 @@ async fn cli_round_trip_and_errors() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Three consecutive ports that were free a moment ago (`flotilla dev` takes the
+/// first and the next two).
+fn three_free_ports() -> anyhow::Result<u16> {
+    for _ in 0..100 {
+        let p = flotilla_tests::free_port();
+        let free = |q: u16| std::net::TcpListener::bind(("127.0.0.1", q)).is_ok();
+        if p < u16::MAX - 2 && free(p + 1) && free(p + 2) {
+            return Ok(p);
+        }
+    }
+    anyhow::bail!("no three consecutive free ports found")
+}
+
+/// The README's first command: `flotilla dev` forms a 3-node cluster, deploys the four
+/// example plugins and creates a group for each; a write through node 1 reads back
+/// through node 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_brings_up_three_nodes_with_the_examples() -> anyhow::Result<()> {
+    let port = three_free_ports()?;
+    let tmp = tempfile::tempdir()?;
+    let stdout_path = tmp.path().join("dev.out");
+    let stderr_path = tmp.path().join("dev.err");
+    let mut child = std::process::Command::new(BIN)
+        .args([
+            "dev",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--no-metrics",
+        ])
+        .arg("--data-dir")
+        .arg(tmp.path().join("data"))
+        .stdout(std::fs::File::create(&stdout_path)?)
+        .stderr(std::fs::File::create(&stderr_path)?)
+        .spawn()?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let (stdout, stderr) = loop {
+        let stdout = std::fs::read_to_string(&stdout_path)?;
+        let stderr = std::fs::read_to_string(&stderr_path)?;
+        let done = stdout.contains("try next") || stderr.contains("setup failed");
+        if done || std::time::Instant::now() >= deadline || child.try_wait()?.is_some() {
+            break (stdout, stderr);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let outcome = (|| {
+        anyhow::ensure!(
+            stdout.contains("try next"),
+            "dev did not finish its setup\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        );
+        for plugin in ["kv", "counter", "bank", "registry"] {
+            anyhow::ensure!(
+                stdout.contains(&format!("plugin {plugin}@1 deployed")),
+                "{plugin} not deployed:\n{stdout}"
+            );
+            anyhow::ensure!(
+                stdout.contains(&format!("runs {plugin}@1")),
+                "no group runs {plugin}:\n{stdout}"
+            );
+        }
+        Ok(())
+    })();
+    let checked = match outcome {
+        Ok(()) => write_through_one_read_through_another(port, &stdout).await,
+        Err(e) => Err(e),
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    checked
+}
+
+async fn write_through_one_read_through_another(port: u16, stdout: &str) -> anyhow::Result<()> {
+    let kv_group = stdout
+        .lines()
+        .find(|l| l.contains("runs kv@1"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .ok_or_else(|| anyhow::anyhow!("no kv group line in:\n{stdout}"))?
+        .to_string();
+    let node1 = format!("127.0.0.1:{port}");
+    let node3 = format!("127.0.0.1:{}", port + 2);
+    let put = std::process::Command::new(BIN)
+        .args(["propose", "--group", &kv_group, "--endpoint", &node1])
+        .arg(r#"{"put":{"key":"hello","value":"dev"}}"#)
+        .output()?;
+    anyhow::ensure!(put.status.success(), "propose failed: {:?}", text(&put));
+    let get = std::process::Command::new(BIN)
+        .args(["query", "--group", &kv_group, "--endpoint", &node3])
+        .args([r#"{"get":{"key":"hello"}}"#, "--output", "json"])
+        .output()?;
+    anyhow::ensure!(get.status.success(), "query failed: {:?}", text(&get));
+    let v: serde_json::Value = serde_json::from_slice(&get.stdout)?;
+    anyhow::ensure!(v["output"]["value"] == "dev", "read back {v}");
+    Ok(())
+}

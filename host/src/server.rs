@@ -434,13 +434,13 @@ impl Server {
     }
 }
 
-/// Registers this node in the meta group (idempotent) and keeps the address book in
 /// Seconds between two address-book refreshes from the meta group (a joining node is
 /// reachable from the others within this time).
 const ADDRESS_REFRESH_SECS: u64 = 5;
 /// Seconds between two sweeps for replicas the meta group no longer places here.
 const GC_EVERY_SECS: u64 = 15;
 
+/// Registers this node in the meta group (idempotent) and keeps the address book in
 /// step with it; removes local replicas the meta group no longer places here.
 async fn keep_fresh(node: Arc<Node>) {
     let mut registered = false;
@@ -471,8 +471,15 @@ async fn keep_fresh(node: Arc<Node>) {
                 }
             }
         }
+        if !registered {
+            // Until registered, retry soon (not once a second): the meta group refuses
+            // to record a plugin on a node it does not know, so a deploy that reaches
+            // this node before its registration fails with "node N is not registered".
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
         round += 1;
-        if registered && round.is_multiple_of(GC_EVERY_SECS) {
+        if round.is_multiple_of(GC_EVERY_SECS) {
             collect_garbage(&node).await;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;

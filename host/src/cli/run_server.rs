@@ -3,13 +3,15 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
+use super::cluster::cluster_client;
 use super::connect::{admin, status_error};
 use super::plugin::deploy_bytes;
 use crate::examples;
-use crate::proto::v1::{CreateGroupRequest, ListGroupsRequest};
+use crate::proto::v1::{ClusterStatusRequest, CreateGroupRequest, ListGroupsRequest};
 use crate::server::{Server, ServerConfig};
 
 #[derive(Debug, clap::Args)]
@@ -77,6 +79,48 @@ pub struct DevArgs {
 
 /// Where `flotilla dev`'s first node serves metrics by default.
 pub const DEV_METRICS_LISTEN: &str = "127.0.0.1:9420";
+
+/// How long `flotilla dev` waits for its nodes to register in the meta group.
+const DEV_REGISTER_WAIT: Duration = Duration::from_secs(60);
+
+/// Waits until the meta group lists every node in `ids` as up. A node registers itself
+/// in the background once it serves, and the meta group refuses to record a plugin on a
+/// node it does not know ("node 1 is not registered"): on a slow or busy machine the
+/// first deploy could overtake the registration.
+async fn wait_registered(endpoint: &str, ids: &[u64]) -> anyhow::Result<()> {
+    let deadline = Instant::now() + DEV_REGISTER_WAIT;
+    loop {
+        let status = match cluster_client(endpoint).await {
+            Ok(mut c) => c
+                .cluster_status(ClusterStatusRequest {})
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(|s| s.message().to_string()),
+            Err(e) => Err(format!("{e:#}")),
+        };
+        let missing: Vec<u64> = match &status {
+            Ok(st) => ids
+                .iter()
+                .copied()
+                .filter(|id| !st.nodes.iter().any(|n| n.node_id == *id && n.state == "up"))
+                .collect(),
+            Err(_) => ids.to_vec(),
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let why = status
+                .err()
+                .map_or(String::new(), |e| format!(" (last answer: {e})"));
+            anyhow::bail!(
+                "nodes {missing:?} did not register in the meta group within {} s{why}",
+                DEV_REGISTER_WAIT.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
 
 async fn shutdown_signal() {
     let ctrl_c = async {
@@ -174,6 +218,8 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         })));
     }
     let setup = async {
+        let ids: Vec<u64> = members.iter().map(|m| m.0).collect();
+        wait_registered(&endpoint, &ids).await?;
         for (name, bytes) in examples::EXAMPLES {
             let (info, _) = deploy_bytes(&endpoint, name, bytes.to_vec(), false).await?;
             println!(
