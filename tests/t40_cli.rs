@@ -101,25 +101,12 @@ async fn cli_round_trip_and_errors() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Three consecutive ports that were free a moment ago (`flotilla dev` takes the
-/// first and the next two).
-fn three_free_ports() -> anyhow::Result<u16> {
-    for _ in 0..100 {
-        let p = flotilla_tests::free_port();
-        let free = |q: u16| std::net::TcpListener::bind(("127.0.0.1", q)).is_ok();
-        if p < u16::MAX - 2 && free(p + 1) && free(p + 2) {
-            return Ok(p);
-        }
-    }
-    anyhow::bail!("no three consecutive free ports found")
-}
-
 /// The README's first command: `flotilla dev` forms a 3-node cluster, deploys the four
 /// example plugins and creates a group for each; a write through node 1 reads back
 /// through node 3.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_brings_up_three_nodes_with_the_examples() -> anyhow::Result<()> {
-    let port = three_free_ports()?;
+    let port = flotilla_tests::consecutive_free_ports(3);
     let tmp = tempfile::tempdir()?;
     let stdout_path = tmp.path().join("dev.out");
     let stderr_path = tmp.path().join("dev.err");
@@ -145,7 +132,7 @@ async fn dev_brings_up_three_nodes_with_the_examples() -> anyhow::Result<()> {
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     };
-    let outcome = (|| {
+    let checked = async {
         anyhow::ensure!(
             stdout.contains("try next"),
             "dev did not finish its setup\nstdout:\n{stdout}\nstderr:\n{stderr}"
@@ -160,12 +147,9 @@ async fn dev_brings_up_three_nodes_with_the_examples() -> anyhow::Result<()> {
                 "no group runs {plugin}:\n{stdout}"
             );
         }
-        Ok(())
-    })();
-    let checked = match outcome {
-        Ok(()) => write_through_one_read_through_another(port, &stdout).await,
-        Err(e) => Err(e),
-    };
+        write_through_one_read_through_another(port, &stdout).await
+    }
+    .await;
     let _ = child.kill();
     let _ = child.wait();
     checked

@@ -60,6 +60,20 @@ pub fn free_port() -> u16 {
         .unwrap_or(0)
 }
 
+/// `n` consecutive ports, the first returned, claimed from [`free_port`]'s sequence (for
+/// `flotilla dev`, which takes a port and the next ones): only ports handed out by that
+/// sequence are kept from the process's other tests, so checking that the next port is
+/// free is not enough.
+pub fn consecutive_free_ports(n: u16) -> u16 {
+    for _ in 0..1000 {
+        let first = free_port();
+        if (1..n).all(|k| first.checked_add(k) == Some(free_port())) {
+            return first;
+        }
+    }
+    panic!("no {n} consecutive free ports on 127.0.0.1 in 1000 tries");
+}
+
 /// One `flotilla server` process and its data dir.
 pub struct NodeProcess {
     pub bin: PathBuf,
