@@ -76,6 +76,7 @@ pub fn run() {
     );
 
     let target_dir = workspace.join("target").join("wasm-plugins");
+    ensure_target();
     build(&workspace, &target_dir);
 
     fs::create_dir_all(&out_dir)
@@ -86,6 +87,44 @@ pub fn run() {
         let to = out_dir.join(format!("{name}.wasm"));
         fs::copy(&from, &to)
             .unwrap_or_else(|e| panic!("cannot copy {} to {}: {e}", from.display(), to.display()));
+    }
+}
+
+/// Installs the Wasm target with rustup when the compiler lacks it. `rust-toolchain.toml`
+/// lists it, but rustup adds a toolchain file's targets only when it installs that
+/// toolchain: on a machine that already had `stable`, the README's first command failed
+/// with "can't find crate for `core`".
+fn ensure_target() {
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| OsString::from("rustc"));
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    let Some(sysroot) = sysroot else {
+        return; // The nested build will say what is wrong.
+    };
+    if sysroot.join("lib").join("rustlib").join(TARGET).is_dir() {
+        return;
+    }
+    println!("cargo:warning=the {TARGET} target is missing: running `rustup target add {TARGET}`");
+    let added = Command::new("rustup")
+        .args(["target", "add", TARGET])
+        .output();
+    match added {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => panic!(
+            "the {TARGET} target (for the example plugins) is not installed, and \
+             `rustup target add {TARGET}` failed ({}):\n{}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => panic!(
+            "the {TARGET} target (for the example plugins) is not installed in {}, and \
+             rustup cannot be run ({e}): install the target for this compiler",
+            sysroot.display()
+        ),
     }
 }
 
