@@ -8,14 +8,19 @@
 # after the other (systems interleaved, order reversed on even runs so drift hits both):
 #   etcd writes | Flotilla writes, 1 group | Flotilla writes, 64 groups |
 #   etcd linearizable reads | Flotilla linearizable reads, 1 group and 64 groups
+# Flotilla's cases run once per API in APIS: "unary" (one Propose or Query call per
+# request, as etcd's clients make one Put or Range call) and "batch" (`--api batch`:
+# the same closed-loop clients, their requests multiplexed on one `Batch` stream per
+# connection, as TiKV's client does; systems named flotilla-*-batch).
 # Reads are of keys each client wrote just before (etcd: Range serializable=false;
 # Flotilla: Query LINEARIZABLE, i.e. ReadIndex). Then it prints the medians across runs
 # (ops/s, p50, p99), the Flotilla/etcd ratios, the issue's targets as measured, and
 # every run's numbers.
 #
-# Usage: bench/compare-etcd.sh            (about 11 minutes: RUNS=3, DURATION=5s)
+# Usage: bench/compare-etcd.sh            (about 16 minutes: RUNS=3, DURATION=5s)
 #        QUICK=1 bench/compare-etcd.sh    (one run of 2 s cases, a smoke test)
 # Env: RUNS, DURATION, VALUE_SIZES ("16 1024"), CLIENTS ("1 16 256"), MANY_GROUPS (64),
+#      APIS ("unary batch"),
 #      CONNECTIONS (4: gRPC connections per node or member, shared by the clients),
 #      ETCD_PORT (23790: clients on +1..+3, peers on +11..+13), FLOTILLA_PORT (7730:
 #      nodes on +1..+3), FLOTILLA (a built binary: skips `cargo build --release`),
@@ -32,6 +37,7 @@ RUNS=${RUNS:-3}
 DURATION=${DURATION:-5s}
 VALUE_SIZES=${VALUE_SIZES:-"16 1024"}
 CLIENTS=${CLIENTS:-"1 16 256"}
+APIS=${APIS:-"unary batch"}
 MANY_GROUPS=${MANY_GROUPS:-64}
 CONNECTIONS=${CONNECTIONS:-4}
 ETCD_PORT=${ETCD_PORT:-23790}
@@ -116,15 +122,16 @@ bench_case() {
   local run=$1 system=$2 workload=$3 value=$4 clients=$5 args out
   case $system in
     etcd) args=(--target etcd --endpoints "$ETCD_ENDPOINTS") ;;
-    flotilla-1g) args=(--endpoint "$FLOTILLA_ENDPOINT" --groups 1) ;;
-    flotilla-*g) args=(--endpoint "$FLOTILLA_ENDPOINT" --groups "$MANY_GROUPS") ;;
+    flotilla-1g*) args=(--endpoint "$FLOTILLA_ENDPOINT" --groups 1) ;;
+    flotilla-*) args=(--endpoint "$FLOTILLA_ENDPOINT" --groups "$MANY_GROUPS") ;;
   esac
+  case $system in *-batch) args+=(--api batch) ;; esac
   if out=$("$F" bench "${args[@]}" --workload "$workload" --value-size "$value" \
       --clients "$clients" --connections "$CONNECTIONS" --duration "$DURATION" --output json \
       2>"$WORK/bench.err"); then
     jq -c --argjson run "$run" --arg system "$system" '. + {run: $run, system: $system}' \
       <<<"$out" | tee -a "$WORK/results.jsonl" |
-      jq -r '"run \(.run)  \(.workload) \(.value_size) B  \(.clients) clients  \(.system | . + "             " | .[:13]) \(.ops_per_s | floor) ops/s  p50 \(.p50_ms) ms  p99 \(.p99_ms) ms  errors \(.errors)"'
+      jq -r '"run \(.run)  \(.workload) \(.value_size) B  \(.clients) clients  \(.system | . + "                  " | .[:18]) \(.ops_per_s | floor) ops/s  p50 \(.p50_ms) ms  p99 \(.p99_ms) ms  errors \(.errors)"'
   else
     local msg; msg=$(tail -1 "$WORK/bench.err")
     jq -nc --argjson run "$run" --arg system "$system" --arg workload "$workload" \
@@ -151,7 +158,7 @@ ETCD_ENDPOINTS="127.0.0.1:$((ETCD_PORT + 1)),127.0.0.1:$((ETCD_PORT + 2)),127.0.
 FLOTILLA_ENDPOINT="127.0.0.1:$((FLOTILLA_PORT + 1))"
 
 echo "== compare-etcd $(date -u +%Y-%m-%dT%H:%M:%SZ) =="
-echo "runs $RUNS, $DURATION per case, values [$VALUE_SIZES] B, clients [$CLIENTS], $MANY_GROUPS groups, $CONNECTIONS connections per node"
+echo "runs $RUNS, $DURATION per case, values [$VALUE_SIZES] B, clients [$CLIENTS], $MANY_GROUPS groups, $CONNECTIONS connections per node, Flotilla APIs [$APIS]"
 echo "$(etcd --version | head -1); flotilla $("$F" --version | awk '{print $2}') at $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
 echo "machine: $(nproc) cores, $(uname -sr); data dirs on $(df -P "$WORK" | awk 'NR==2{print $1}')"
 echo "load at start: $(uptime)"
@@ -163,11 +170,23 @@ echo
 for run in $(seq "$RUNS"); do
   for value in $VALUE_SIZES; do
     for clients in $CLIENTS; do
-      order=("etcd write" "flotilla-1g write" "flotilla-${MANY_GROUPS}g write"
-             "etcd read" "flotilla-1g read" "flotilla-${MANY_GROUPS}g read")
+      flotillas=()
+      for api in $APIS; do
+        suffix=""; [ "$api" = batch ] && suffix="-batch"
+        flotillas+=("flotilla-1g$suffix" "flotilla-${MANY_GROUPS}g$suffix")
+      done
+      order=()
+      for workload in write read; do
+        order+=("etcd $workload")
+        for f in "${flotillas[@]}"; do order+=("$f $workload"); done
+      done
       if [ $((run % 2)) = 0 ]; then
-        order=("flotilla-${MANY_GROUPS}g write" "flotilla-1g write" "etcd write"
-               "flotilla-${MANY_GROUPS}g read" "flotilla-1g read" "etcd read")
+        reversed=()
+        for workload in write read; do
+          for ((k = ${#flotillas[@]} - 1; k >= 0; k--)); do reversed+=("${flotillas[k]} $workload"); done
+          reversed+=("etcd $workload")
+        done
+        order=("${reversed[@]}")
       fi
       for c in "${order[@]}"; do
         read -r system workload <<<"$c"

@@ -5,6 +5,7 @@
 //! `cargo test -p flotilla --test integration t70_cluster::`.
 
 mod t10_single_node;
+mod t15_batch;
 mod t20_containment;
 mod t30_many_groups;
 mod t40_cli;

@@ -77,6 +77,17 @@ pub const KV_SCAN_PAIRS_MAX: u32 = 10_000;
 pub const KV_KEY_BYTES_MAX: usize = 16 * 1024;
 /// Bytes of one value written by a plugin, at most.
 pub const KV_VALUE_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Items one `Batch` stream message may carry; the items of a longer message each get
+/// an INVALID_ARGUMENT result.
+pub const BATCH_ITEMS_PER_MESSAGE_MAX: usize = 1024;
+/// Items of one `Batch` stream in flight on the server: it stops reading the stream at
+/// this many (so at most this plus one message's items run at once).
+pub const BATCH_INFLIGHT_MAX: usize = 4096;
+/// A `Batch` response message stops gathering results at this size (one result, at
+/// most an output's size plus a little, always fits a gRPC message).
+pub const BATCH_RESPONSE_BYTES_MAX: usize = 2 * 1024 * 1024;
+/// `Batch` response messages queued for a slow reader before the stream's results wait.
+pub const BATCH_RESPONSES_QUEUED_MAX: usize = 16;
 /// Bytes written by one command (sum of keys and values), at most.
 pub const KV_WRITE_BYTES_PER_COMMAND_MAX: usize = 16 * 1024 * 1024;
 /// Bytes of one guest log line kept; the rest is cut.
@@ -88,6 +99,7 @@ pub const GUEST_LOG_LINES_PER_CALL_MAX: u32 = 64;
 const _: () = assert!(COMMAND_SIZE_BYTES_MAX <= ENTRY_BYTES_MAX);
 const _: () = assert!(ENTRY_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX + COMMAND_SIZE_BYTES_MAX * 4);
 const _: () = assert!(OUTPUT_SIZE_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX);
+const _: () = assert!(BATCH_RESPONSE_BYTES_MAX + OUTPUT_SIZE_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX);
 const _: () = assert!(PLUGIN_CHUNK_BYTES < GRPC_MESSAGE_BYTES_MAX);
 const _: () = assert!(HEARTBEAT_TICKS < ELECTION_TICKS);
 const _: () = assert!(PLUGIN_STACK_BYTES_MAX * 4 <= APPLY_THREAD_STACK_BYTES);

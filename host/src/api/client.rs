@@ -1,11 +1,13 @@
-//! The client service: `Propose`, `Query` and `WatchLeaders`. Proposals and
+//! The client service: `Propose`, `Query`, `Batch` (both multiplexed on one stream,
+//! served by [`super::batch`]) and `WatchLeaders`. Proposals and
 //! linearizable or lease reads run on the group's leader (forwarded there when this
 //! node's replica does not lead); stale reads run on any replica, this node's first.
 
 use std::sync::Arc;
 
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
+use super::batch;
 use super::node::Node;
 use super::route::{self, forwarded};
 use crate::ids::GroupId;
@@ -13,8 +15,8 @@ use crate::limits;
 use crate::proto::v1::client_client::ClientClient;
 use crate::proto::v1::client_server::Client;
 use crate::proto::v1::{
-    LeaderEvent, ProposeRequest, ProposeResponse, QueryRequest, QueryResponse, ReadConsistency,
-    WatchLeadersRequest,
+    BatchRequest, BatchResponse, LeaderEvent, ProposeRequest, ProposeResponse, QueryRequest,
+    QueryResponse, ReadConsistency, WatchLeadersRequest,
 };
 use crate::raftstore::{RaftError, ReadKind};
 
@@ -63,6 +65,89 @@ async fn local_query(
     node.raft.query(group, request).await
 }
 
+/// One proposal, as the unary `Propose` and each `Batch` item run it: checked, then
+/// proposed on this node's replica if it leads, else forwarded once to the leader.
+pub async fn propose_op(
+    node: &Node,
+    fwd: bool,
+    req: ProposeRequest,
+) -> Result<ProposeResponse, Status> {
+    let group = check_group(req.group_id)?;
+    check_size("the command", req.command.len())?;
+    if req.request_id.len() > 128 {
+        return Err(Status::invalid_argument(
+            "request_id is longer than 128 bytes",
+        ));
+    }
+    let req = &req;
+    let done = node
+        .on_leader(
+            group,
+            fwd,
+            || {
+                Box::pin(async move {
+                    node.raft
+                        .propose(group, req.command.clone(), req.request_id.clone())
+                        .await
+                        .map(|p| (p.index, p.output))
+                })
+            },
+            |ch| {
+                Box::pin(async move {
+                    let r = ClientClient::new(ch)
+                        .propose(forwarded(req.clone()))
+                        .await?
+                        .into_inner();
+                    Ok((r.index, r.output))
+                })
+            },
+        )
+        .await?;
+    Ok(ProposeResponse {
+        group_id: group.0,
+        index: done.0,
+        output: done.1,
+    })
+}
+
+/// One query, as the unary `Query` and each `Batch` item run it.
+pub async fn query_op(node: &Node, fwd: bool, req: QueryRequest) -> Result<QueryResponse, Status> {
+    let group = check_group(req.group_id)?;
+    check_size("the query", req.request.len())?;
+    let consistency = ReadConsistency::try_from(req.consistency).map_err(|_| {
+        Status::invalid_argument(format!("unknown consistency {}", req.consistency))
+    })?;
+    let (kind, served) = match consistency {
+        ReadConsistency::Unspecified | ReadConsistency::Linearizable => {
+            (Some(ReadKind::Linearizable), ReadConsistency::Linearizable)
+        }
+        ReadConsistency::Lease => (Some(ReadKind::Lease), ReadConsistency::Lease),
+        ReadConsistency::Stale => (None, ReadConsistency::Stale),
+    };
+    let req = &req;
+    let (output, applied_index) = node
+        .on_leader(
+            group,
+            fwd,
+            || Box::pin(local_query(node, group, kind, req.request.clone())),
+            |ch| {
+                Box::pin(async move {
+                    let r = ClientClient::new(ch)
+                        .query(forwarded(req.clone()))
+                        .await?
+                        .into_inner();
+                    Ok((r.output, r.applied_index))
+                })
+            },
+        )
+        .await?;
+    Ok(QueryResponse {
+        output,
+        served: served as i32,
+        applied_index,
+    })
+}
+
 #[tonic::async_trait]
 impl Client for ClientService {
     async fn propose(
@@ -70,44 +155,9 @@ impl Client for ClientService {
         request: Request<ProposeRequest>,
     ) -> Result<Response<ProposeResponse>, Status> {
         let fwd = route::is_forwarded(&request);
-        let req = request.into_inner();
-        let group = check_group(req.group_id)?;
-        check_size("the command", req.command.len())?;
-        if req.request_id.len() > 128 {
-            return Err(Status::invalid_argument(
-                "request_id is longer than 128 bytes",
-            ));
-        }
-        let node = &self.node;
-        let req = &req;
-        let done = node
-            .on_leader(
-                group,
-                fwd,
-                || {
-                    Box::pin(async move {
-                        node.raft
-                            .propose(group, req.command.clone(), req.request_id.clone())
-                            .await
-                            .map(|p| (p.index, p.output))
-                    })
-                },
-                |ch| {
-                    Box::pin(async move {
-                        let r = ClientClient::new(ch)
-                            .propose(forwarded(req.clone()))
-                            .await?
-                            .into_inner();
-                        Ok((r.index, r.output))
-                    })
-                },
-            )
-            .await?;
-        Ok(Response::new(ProposeResponse {
-            group_id: group.0,
-            index: done.0,
-            output: done.1,
-        }))
+        propose_op(&self.node, fwd, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn query(
@@ -115,42 +165,28 @@ impl Client for ClientService {
         request: Request<QueryRequest>,
     ) -> Result<Response<QueryResponse>, Status> {
         let fwd = route::is_forwarded(&request);
-        let req = request.into_inner();
-        let group = check_group(req.group_id)?;
-        check_size("the query", req.request.len())?;
-        let consistency = ReadConsistency::try_from(req.consistency).map_err(|_| {
-            Status::invalid_argument(format!("unknown consistency {}", req.consistency))
-        })?;
-        let (kind, served) = match consistency {
-            ReadConsistency::Unspecified | ReadConsistency::Linearizable => {
-                (Some(ReadKind::Linearizable), ReadConsistency::Linearizable)
-            }
-            ReadConsistency::Lease => (Some(ReadKind::Lease), ReadConsistency::Lease),
-            ReadConsistency::Stale => (None, ReadConsistency::Stale),
-        };
-        let node = &self.node;
-        let req = &req;
-        let (output, applied_index) = node
-            .on_leader(
-                group,
-                fwd,
-                || Box::pin(local_query(node, group, kind, req.request.clone())),
-                |ch| {
-                    Box::pin(async move {
-                        let r = ClientClient::new(ch)
-                            .query(forwarded(req.clone()))
-                            .await?
-                            .into_inner();
-                        Ok((r.output, r.applied_index))
-                    })
-                },
-            )
-            .await?;
-        Ok(Response::new(QueryResponse {
-            output,
-            served: served as i32,
-            applied_index,
-        }))
+        query_op(&self.node, fwd, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type BatchStream = tokio_stream::wrappers::ReceiverStream<Result<BatchResponse, Status>>;
+
+    async fn batch(
+        &self,
+        request: Request<Streaming<BatchRequest>>,
+    ) -> Result<Response<Self::BatchStream>, Status> {
+        let fwd = route::is_forwarded(&request);
+        let (tx, rx) = tokio::sync::mpsc::channel(limits::BATCH_RESPONSES_QUEUED_MAX);
+        tokio::spawn(batch::serve(
+            self.node.clone(),
+            fwd,
+            request.into_inner(),
+            tx,
+        ));
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
     }
 
     type WatchLeadersStream = tokio_stream::wrappers::ReceiverStream<Result<LeaderEvent, Status>>;

@@ -1,4 +1,5 @@
-//! The gRPC services on the node's one port: [`client`] (Propose, Query, WatchLeaders),
+//! The gRPC services on the node's one port: [`client`] (Propose, Query, WatchLeaders,
+//! and [`batch`], many of the first two on one stream),
 //! [`admin`] (plugins and groups), [`cluster`] (membership, placement, node to node)
 //! and the standard health service; [`route`] sends group requests to leaders,
 //! [`ops`] composes cluster-wide operations, [`peers`] reaches other nodes, [`liveness`]
@@ -6,6 +7,7 @@
 //! where errors become `tonic::Status`; [`node`] holds what the services share.
 
 pub mod admin;
+pub mod batch;
 pub mod client;
 pub mod cluster;
 pub mod liveness;

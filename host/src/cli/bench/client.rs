@@ -4,6 +4,9 @@
 use tonic::transport::Channel;
 
 use super::etcd::pb;
+use super::mux::Mux;
+use crate::proto::v1::batch_item::Op;
+use crate::proto::v1::batch_result::Result as Outcome;
 use crate::proto::v1::client_client::ClientClient;
 use crate::proto::v1::{ProposeRequest, QueryRequest, ReadConsistency};
 
@@ -16,6 +19,8 @@ pub enum Client {
         c: ClientClient<Channel>,
         group: u64,
     },
+    /// The same puts and gets as items of a `Batch` stream shared with other clients.
+    FlotillaBatch { mux: Mux, group: u64 },
     /// etcd's KV service on one member.
     Etcd { c: pb::kv_client::KvClient<Channel> },
 }
@@ -47,16 +52,20 @@ impl From<tonic::Status> for OpError {
 impl Client {
     /// Sets `key` to `value`; returns once the system acknowledged the write as committed.
     pub async fn put(&mut self, key: &str, value: &str) -> Result<(), OpError> {
+        let put = |group: u64| ProposeRequest {
+            group_id: group,
+            command: format!(r#"{{"put":{{"key":"{key}","value":"{value}"}}}}"#).into_bytes(),
+            request_id: String::new(),
+        };
         match self {
             Client::Flotilla { c, group } => {
-                let cmd = format!(r#"{{"put":{{"key":"{key}","value":"{value}"}}}}"#);
-                c.propose(ProposeRequest {
-                    group_id: *group,
-                    command: cmd.into_bytes(),
-                    request_id: String::new(),
-                })
-                .await?;
+                c.propose(put(*group)).await?;
             }
+            Client::FlotillaBatch { mux, group } => match mux.call(Op::Propose(put(*group))).await?
+            {
+                Outcome::Propose(_) => {}
+                other => return Err(unexpected(&other)),
+            },
             Client::Etcd { c } => {
                 c.put(pb::PutRequest {
                     key: key.as_bytes().to_vec(),
@@ -72,20 +81,23 @@ impl Client {
     /// A linearizable read of `key` (Flotilla: ReadIndex; etcd: `serializable=false`),
     /// which must find a value.
     pub async fn get(&mut self, key: &str) -> Result<(), OpError> {
+        let get = |group: u64| QueryRequest {
+            group_id: group,
+            request: format!(r#"{{"get":{{"key":"{key}"}}}}"#).into_bytes(),
+            consistency: ReadConsistency::Linearizable as i32,
+        };
         match self {
             Client::Flotilla { c, group } => {
-                let r = c
-                    .query(QueryRequest {
-                        group_id: *group,
-                        request: format!(r#"{{"get":{{"key":"{key}"}}}}"#).into_bytes(),
-                        consistency: ReadConsistency::Linearizable as i32,
-                    })
-                    .await?
-                    .into_inner();
+                let r = c.query(get(*group)).await?.into_inner();
                 if r.output == KV_MISSING {
                     return Err(OpError::Missing);
                 }
             }
+            Client::FlotillaBatch { mux, group } => match mux.call(Op::Query(get(*group))).await? {
+                Outcome::Query(r) if r.output == KV_MISSING => return Err(OpError::Missing),
+                Outcome::Query(_) => {}
+                other => return Err(unexpected(&other)),
+            },
             Client::Etcd { c } => {
                 let r = c
                     .range(pb::RangeRequest {
@@ -102,4 +114,11 @@ impl Client {
         }
         Ok(())
     }
+}
+
+/// A batch result of the wrong kind for its item: the server broke the protocol.
+fn unexpected(outcome: &Outcome) -> OpError {
+    OpError::Status(tonic::Status::internal(format!(
+        "the batch stream answered with the wrong kind of result: {outcome:?}"
+    )))
 }

@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tonic::transport::Channel;
 
+use super::Api;
 use super::client::Client;
+use super::mux::Mux;
 use crate::cli::connect::{admin, channel, status_error};
 use crate::cli::plugin::deploy_bytes;
 use crate::examples;
@@ -24,12 +26,14 @@ pub struct FlotillaSetup {
 }
 
 /// Deploys `kv` through `endpoint`, creates `groups` groups of 3 (or fewer) replicas and
-/// spreads `clients` over them: client i works on group i mod groups.
+/// spreads `clients` over them: client i works on group i mod groups. With
+/// [`Api::Batch`], each connection carries one `Batch` stream that its clients share.
 pub async fn setup(
     endpoint: &str,
     groups: usize,
     clients: usize,
     connections: usize,
+    api: Api,
 ) -> anyhow::Result<FlotillaSetup> {
     let (info, _) = deploy_bytes(endpoint, "kv", examples::KV.to_vec(), false).await?;
     let plugin = format!("kv@{}", info.version);
@@ -51,7 +55,7 @@ pub async fn setup(
     // Like a smart client, send each group's requests to its leader's node (found from
     // `cluster status`); groups whose leader is unknown go to `endpoint` (forwarded).
     let leaders = leader_addrs(endpoint, &ids).await;
-    let mut pools: HashMap<String, Vec<Channel>> = HashMap::new();
+    let mut pools: HashMap<String, Vec<(Channel, Option<Mux>)>> = HashMap::new();
     for addr in leaders
         .values()
         .cloned()
@@ -62,7 +66,17 @@ pub async fn setup(
         }
         let mut channels = Vec::new();
         for _ in 0..connections.max(1) {
-            channels.push(channel(&addr).await?);
+            let ch = channel(&addr).await?;
+            let mux = match api {
+                Api::Unary => None,
+                Api::Batch => Some(
+                    Mux::open(ch.clone())
+                        .await
+                        .map_err(status_error)
+                        .with_context(|| format!("cannot open a Batch stream to {addr}"))?,
+                ),
+            };
+            channels.push((ch, mux));
         }
         pools.insert(addr, channels);
     }
@@ -71,10 +85,19 @@ pub async fn setup(
         let group = ids[i % ids.len()];
         let addr = leaders.get(&group).map_or(endpoint, String::as_str);
         let channels = pools.get(addr).context("no connection pool")?;
-        let c = ClientClient::new(channels[i % channels.len()].clone())
-            .max_decoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX);
-        out.push(Client::Flotilla { c, group });
+        let (ch, mux) = &channels[i % channels.len()];
+        out.push(match mux {
+            Some(mux) => Client::FlotillaBatch {
+                mux: mux.clone(),
+                group,
+            },
+            None => Client::Flotilla {
+                c: ClientClient::new(ch.clone())
+                    .max_decoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX)
+                    .max_encoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX),
+                group,
+            },
+        });
     }
     Ok(FlotillaSetup {
         clients: out,

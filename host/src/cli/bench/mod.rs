@@ -5,6 +5,7 @@
 //!
 //! - `client.rs`: one client's connection and its put/get, for either system
 //! - `flotilla.rs`, `etcd.rs`: setting each system up (groups, leaders, endpoints)
+//! - `mux.rs`: many clients' requests on one `Batch` stream (`--api batch`)
 //! - `load.rs`: the preload and the timed closed loop
 //! - `report.rs`: the summary
 
@@ -12,6 +13,7 @@ mod client;
 mod etcd;
 mod flotilla;
 mod load;
+mod mux;
 mod report;
 #[cfg(test)]
 mod tests;
@@ -29,6 +31,17 @@ pub enum Target {
     Flotilla,
     /// etcd v3 members (`--endpoints`), through its KV API.
     Etcd,
+}
+
+/// How Flotilla clients send their requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Api {
+    /// One unary `Propose` or `Query` call per request (what etcd's clients do).
+    Unary,
+    /// Each request is an item of a `Batch` stream, one stream per connection shared by
+    /// its clients (what TiKV's client does); each client still waits for its result
+    /// before its next request.
+    Batch,
 }
 
 /// What each client does in its loop.
@@ -83,6 +96,10 @@ pub struct BenchArgs {
     /// Keys each client writes before a read run and then reads in turn.
     #[arg(long, default_value_t = 16)]
     pub read_keys: u64,
+    /// How Flotilla clients send requests: unary calls, or items of shared `Batch`
+    /// streams.
+    #[arg(long, value_enum, default_value_t = Api::Unary)]
+    pub api: Api,
     /// Keep the groups the bench created (by default they are deleted afterwards).
     #[arg(long)]
     pub keep_groups: bool,
@@ -116,7 +133,8 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
                 a.endpoints.is_none(),
                 "--endpoints is for --target etcd; Flotilla takes --endpoint"
             );
-            let s = flotilla::setup(&a.opts.endpoint, a.groups, a.clients, a.connections).await?;
+            let s = flotilla::setup(&a.opts.endpoint, a.groups, a.clients, a.connections, a.api)
+                .await?;
             let routing = format!(
                 "each group's leader node ({}/{} groups; the rest via {})",
                 s.routed,
@@ -129,6 +147,10 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
             anyhow::ensure!(
                 a.groups == 1,
                 "--groups is for Flotilla; etcd is one raft group"
+            );
+            anyhow::ensure!(
+                a.api == Api::Unary,
+                "--api batch is for Flotilla; etcd's KV API has unary calls only"
             );
             let endpoints = a.endpoints.clone().map(|e| e.0).unwrap_or_default();
             let s = etcd::setup(&endpoints, a.connections, a.clients, a.etcd_route).await?;
@@ -160,6 +182,10 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
                 Target::Etcd => "etcd",
             },
             workload: a.workload.name(),
+            api: match (a.target, a.api) {
+                (Target::Flotilla, Api::Batch) => "batch",
+                _ => "unary",
+            },
             clients: a.clients,
             groups: groups.len().max(1),
             value_size: a.value_size,

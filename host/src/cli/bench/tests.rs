@@ -118,6 +118,7 @@ fn case(workload: &'static str) -> report::Case {
     report::Case {
         target: "etcd",
         workload,
+        api: "unary",
         clients: 4,
         groups: 1,
         value_size: 16,
