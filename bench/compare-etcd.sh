@@ -172,7 +172,11 @@ for run in $(seq "$RUNS"); do
     for clients in $CLIENTS; do
       flotillas=()
       for api in $APIS; do
-        suffix=""; [ "$api" = batch ] && suffix="-batch"
+        case $api in
+          unary) suffix="" ;;
+          batch) suffix="-batch" ;;
+          *) echo "APIS: unknown API '$api' (unary, batch)" >&2; exit 2 ;;
+        esac
         flotillas+=("flotilla-1g$suffix" "flotilla-${MANY_GROUPS}g$suffix")
       done
       order=()

@@ -113,7 +113,15 @@ fn ensure_target() {
         .args(["target", "add", TARGET])
         .output();
     match added {
-        Ok(o) if o.status.success() => {}
+        Ok(o) if o.status.success() => {
+            if !sysroot.join("lib").join("rustlib").join(TARGET).is_dir() {
+                panic!(
+                    "`rustup target add {TARGET}` succeeded, but the compiler in use ({}) \
+                     still lacks the target: install it for that toolchain",
+                    sysroot.display()
+                );
+            }
+        }
         Ok(o) => panic!(
             "the {TARGET} target (for the example plugins) is not installed, and \
              `rustup target add {TARGET}` failed ({}):\n{}",

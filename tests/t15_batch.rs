@@ -1,13 +1,17 @@
 //! The `Batch` stream on real processes: every item gets exactly one result with its
-//! id, good items do what their unary calls do (also through a node that must forward
-//! them to the leader), bad items fail alone with an error naming what was wrong, and
+//! id, good items do what their unary calls do (through a node that must forward them
+//! to the leaders), bad items fail alone with an error naming what was wrong, an
+//! over-long message ends the stream only after everything before it is answered, and
 //! `flotilla bench --api batch` writes and reads back through shared streams.
 
 use std::collections::HashMap;
 
 use flotilla::proto::v1::batch_item::Op;
 use flotilla::proto::v1::batch_result::Result as Outcome;
-use flotilla::proto::v1::{BatchItem, BatchRequest, ProposeRequest, QueryRequest, ReadConsistency};
+use flotilla::proto::v1::cluster_client::ClusterClient;
+use flotilla::proto::v1::{
+    BatchItem, BatchRequest, ClusterStatusRequest, ProposeRequest, QueryRequest, ReadConsistency,
+};
 use flotilla_tests::{Cluster, NodeProcess};
 use serde_json::json;
 use tonic::Code;
@@ -32,13 +36,17 @@ fn get(group: u64, key: &str) -> Op {
     })
 }
 
+/// What one stream returned: results by id, how many response messages carried them,
+/// and the error it ended with, if any.
+struct Returned {
+    results: HashMap<u64, Vec<Outcome>>,
+    responses: usize,
+    ended: Option<tonic::Status>,
+}
+
 /// Sends `messages` on one Batch stream through `node`, closes the sending side, and
-/// collects results until the server ends the stream. Returns the results by id and how
-/// many response messages carried them.
-async fn run_batch(
-    node: &NodeProcess,
-    messages: Vec<Vec<(u64, Op)>>,
-) -> anyhow::Result<(HashMap<u64, Vec<Outcome>>, usize)> {
+/// collects results until the server ends the stream.
+async fn run_batch(node: &NodeProcess, messages: Vec<Vec<(u64, Op)>>) -> anyhow::Result<Returned> {
     let requests: Vec<BatchRequest> = messages
         .into_iter()
         .map(|items| BatchRequest {
@@ -53,16 +61,44 @@ async fn run_batch(
     let mut results: HashMap<u64, Vec<Outcome>> = HashMap::new();
     let mut responses = 0;
     let deadline = std::time::Duration::from_secs(60);
-    while let Some(resp) = tokio::time::timeout(deadline, inbound.message()).await?? {
-        responses += 1;
-        for r in resp.results {
-            let outcome = r
-                .result
-                .ok_or_else(|| anyhow::anyhow!("result {} has no outcome", r.id))?;
-            results.entry(r.id).or_default().push(outcome);
+    let ended = loop {
+        match tokio::time::timeout(deadline, inbound.message()).await? {
+            Ok(Some(resp)) => {
+                responses += 1;
+                for r in resp.results {
+                    let outcome = r
+                        .result
+                        .ok_or_else(|| anyhow::anyhow!("result {} has no outcome", r.id))?;
+                    results.entry(r.id).or_default().push(outcome);
+                }
+            }
+            Ok(None) => break None,
+            Err(status) => break Some(status),
         }
+    };
+    Ok(Returned {
+        results,
+        responses,
+        ended,
+    })
+}
+
+/// The node that leads `group`, from the cluster status.
+async fn leader_of(node: &NodeProcess, group: u64) -> anyhow::Result<u64> {
+    let mut c = ClusterClient::new(node.channel().await?);
+    for _ in 0..100 {
+        let st = c
+            .cluster_status(ClusterStatusRequest {})
+            .await?
+            .into_inner();
+        if let Some(g) = st.groups.iter().find(|g| g.group_id == group)
+            && g.leader_node_id != 0
+        {
+            return Ok(g.leader_node_id);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    Ok((results, responses))
+    anyhow::bail!("group {group} has no leader")
 }
 
 fn error_of(outcome: &Outcome) -> Option<(Code, &str)> {
@@ -105,15 +141,47 @@ async fn batch_items_run_like_unary_calls_and_fail_alone() -> anyhow::Result<()>
     ));
     items.push((9002, put(987_654, "nowhere")));
     items.push((9003, get(a, "a1")));
-    // A second message over the per-message limit: each of its items fails alone.
+    items.push((
+        9004,
+        Op::Query(QueryRequest {
+            group_id: a,
+            request: b"{}".to_vec(),
+            consistency: 99,
+        }),
+    ));
+    // A second message over the per-message limit: none of it runs, and it ends the
+    // stream once everything before it is answered.
     let oversized: Vec<(u64, Op)> = (0..1025u64)
         .map(|n| (20_000 + n, put(a, &format!("over{n}"))))
         .collect();
 
-    // Through node 3, which leads neither group unless elections put it there: its
-    // items are forwarded as unary calls would be.
-    let (results, responses) = run_batch(cluster.node(3), vec![items, oversized]).await?;
-    assert_eq!(results.len(), 200 + 4 + 1025, "one result per id");
+    // Through a node that leads neither group (of three nodes, one always does): its
+    // items are forwarded to the leaders as unary calls would be.
+    let leaders = [
+        leader_of(cluster.node(1), a).await?,
+        leader_of(cluster.node(1), b).await?,
+    ];
+    let via = (1..=3u64)
+        .find(|n| !leaders.contains(n))
+        .ok_or_else(|| anyhow::anyhow!("no node outside {leaders:?}"))?;
+    let Returned {
+        results,
+        responses,
+        ended,
+    } = run_batch(cluster.node(via), vec![items, oversized]).await?;
+    let ended = ended.expect("the over-long message ended the stream with an error");
+    assert_eq!(ended.code(), Code::InvalidArgument, "{ended:?}");
+    assert!(
+        ended
+            .message()
+            .contains("carried 1025 items, over the limit of 1024"),
+        "{ended:?}"
+    );
+    assert_eq!(
+        results.len(),
+        200 + 5,
+        "one result per id of the first message"
+    );
     for (id, outcomes) in &results {
         assert_eq!(
             outcomes.len(),
@@ -128,14 +196,12 @@ async fn batch_items_run_like_unary_calls_and_fail_alone() -> anyhow::Result<()>
         results.len()
     );
     let one = |id: u64| &results[&id][0];
-    let mut indexes = Vec::new();
     for n in 0..100u64 {
         for id in [n, 1000 + n] {
             match one(id) {
                 Outcome::Propose(p) => {
                     assert!(p.index > 0);
                     assert_eq!(p.group_id, if id < 1000 { a } else { b });
-                    indexes.push(p.index);
                 }
                 other => panic!("put {id} failed: {other:?}"),
             }
@@ -155,11 +221,9 @@ async fn batch_items_run_like_unary_calls_and_fail_alone() -> anyhow::Result<()>
         "the query item failed: {:?}",
         one(9003)
     );
-    for n in 0..1025u64 {
-        let (code, msg) = error_of(one(20_000 + n)).expect("oversized message refused");
-        assert_eq!(code, Code::InvalidArgument);
-        assert!(msg.contains("1025 items, over the limit of 1024"), "{msg}");
-    }
+    let (code, msg) = error_of(one(9004)).expect("unknown consistency refused");
+    assert_eq!(code, Code::InvalidArgument);
+    assert!(msg.contains("unknown consistency 99"), "{msg}");
 
     // Every acknowledged put is there, read back linearizably through another node,
     // and none of the refused items wrote anything.
@@ -172,7 +236,9 @@ async fn batch_items_run_like_unary_calls_and_fail_alone() -> anyhow::Result<()>
         })
         .collect();
     reads.push((5000, get(a, "over0")));
-    let (results, _) = run_batch(cluster.node(2), vec![reads]).await?;
+    let reader = if via == 2 { 1 } else { 2 };
+    let Returned { results, ended, .. } = run_batch(cluster.node(reader), vec![reads]).await?;
+    assert!(ended.is_none(), "{ended:?}");
     for n in 0..100u64 {
         for (id, key) in [(n, format!("a{n}")), (1000 + n, format!("b{n}"))] {
             let Outcome::Query(q) = &results[&id][0] else {
@@ -234,5 +300,62 @@ async fn bench_writes_and_reads_through_batch_streams() -> anyhow::Result<()> {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_serves_a_bounded_number_of_batch_streams() -> anyhow::Result<()> {
+    let node = NodeProcess::start(BIN).await?;
+    let limit = flotilla::limits::BATCH_STREAMS_MAX;
+    // Open streams are held by their senders and answer streams; spread them over a
+    // few connections (HTTP/2 caps concurrent streams per connection).
+    let mut held = Vec::new();
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        clients.push(node.client().await?);
+    }
+    for i in 0..limit {
+        let (tx, rx) = tokio::sync::mpsc::channel::<BatchRequest>(1);
+        let n = clients.len();
+        let inbound = clients[i % n]
+            .batch(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        held.push((tx, inbound));
+    }
+    let (_tx, rx) = tokio::sync::mpsc::channel::<BatchRequest>(1);
+    let refused = clients[0]
+        .batch(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect_err("one stream over the limit");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .contains(&format!("already serves {limit} Batch streams")),
+        "{refused:?}"
+    );
+    // Closing one frees its place once the server has answered everything on it.
+    let (tx, mut inbound) = held.pop().expect("streams were opened");
+    drop(tx);
+    assert!(inbound.message().await?.is_none());
+    let mut again = None;
+    for _ in 0..50 {
+        let (tx, rx) = tokio::sync::mpsc::channel::<BatchRequest>(1);
+        match clients[1]
+            .batch(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+        {
+            Ok(s) => {
+                again = Some((tx, s));
+                break;
+            }
+            Err(s) if s.code() == Code::ResourceExhausted => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(s) => return Err(s.into()),
+        }
+    }
+    assert!(again.is_some(), "a closed stream's place was never freed");
     Ok(())
 }

@@ -77,12 +77,17 @@ pub const KV_SCAN_PAIRS_MAX: u32 = 10_000;
 pub const KV_KEY_BYTES_MAX: usize = 16 * 1024;
 /// Bytes of one value written by a plugin, at most.
 pub const KV_VALUE_BYTES_MAX: usize = 4 * 1024 * 1024;
-/// Items one `Batch` stream message may carry; the items of a longer message each get
-/// an INVALID_ARGUMENT result.
+/// Items one `Batch` stream message may carry; a longer message ends the stream with
+/// INVALID_ARGUMENT.
 pub const BATCH_ITEMS_PER_MESSAGE_MAX: usize = 1024;
 /// Items of one `Batch` stream in flight on the server: it stops reading the stream at
 /// this many (so at most this plus one message's items run at once).
 pub const BATCH_INFLIGHT_MAX: usize = 4096;
+/// Request bytes of one `Batch` stream in flight on the server: it stops reading the
+/// stream at this many (plus at most one message).
+pub const BATCH_INFLIGHT_BYTES_MAX: usize = 32 * 1024 * 1024;
+/// `Batch` streams one node serves at once; more are refused with RESOURCE_EXHAUSTED.
+pub const BATCH_STREAMS_MAX: usize = 256;
 /// A `Batch` response message stops gathering results at this size (one result, at
 /// most an output's size plus a little, always fits a gRPC message).
 pub const BATCH_RESPONSE_BYTES_MAX: usize = 2 * 1024 * 1024;

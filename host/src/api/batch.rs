@@ -6,11 +6,13 @@
 //!
 //! Each item runs exactly as its unary call ([`propose_op`], [`query_op`]); items are
 //! independent and answered in completion order, tagged with the client's id. Bounds:
-//! at most [`limits::BATCH_ITEMS_PER_MESSAGE_MAX`] items per message (the items of a
-//! longer message each get INVALID_ARGUMENT), at most [`limits::BATCH_INFLIGHT_MAX`]
-//! in flight before the stream stops being read, and response messages of at most
-//! [`limits::BATCH_RESPONSE_BYTES_MAX`], [`limits::BATCH_RESPONSES_QUEUED_MAX`] of
-//! them queued for a slow reader before results wait.
+//! at most [`limits::BATCH_ITEMS_PER_MESSAGE_MAX`] items per message (a longer message
+//! ends the stream with INVALID_ARGUMENT once the items before it are answered); the
+//! stream is not read while [`limits::BATCH_INFLIGHT_MAX`] items or
+//! [`limits::BATCH_INFLIGHT_BYTES_MAX`] bytes of requests are in flight; response
+//! messages hold at most [`limits::BATCH_RESPONSE_BYTES_MAX`], and
+//! [`limits::BATCH_RESPONSES_QUEUED_MAX`] of them wait for a slow reader before results
+//! do. A node serves at most [`limits::BATCH_STREAMS_MAX`] streams at once.
 
 use std::sync::Arc;
 
@@ -29,8 +31,18 @@ use crate::proto::v1::batch_item::Op;
 use crate::proto::v1::batch_result::Result as Outcome;
 use crate::proto::v1::{BatchError, BatchItem, BatchRequest, BatchResponse, BatchResult};
 
+/// The streams a node serves at once share this many permits (one each).
+pub fn stream_permits() -> Arc<tokio::sync::Semaphore> {
+    Arc::new(tokio::sync::Semaphore::new(limits::BATCH_STREAMS_MAX))
+}
+
+/// An item in flight: its result, and the bytes its request held.
+type InFlight<'a> = FuturesUnordered<BoxFut<'a, (BatchResult, usize)>>;
+
 /// Serves one `Batch` stream until the client closes it and every item is answered, or
-/// the client goes away.
+/// the client goes away. A stream that breaks or carries a message over the item limit
+/// is read no further: the items already running are answered, then the stream ends
+/// with that error.
 pub async fn serve(
     node: Arc<Node>,
     fwd: bool,
@@ -38,62 +50,72 @@ pub async fn serve(
     tx: mpsc::Sender<Result<BatchResponse, Status>>,
 ) {
     let node = &*node;
-    let mut inflight: FuturesUnordered<BoxFut<'_, BatchResult>> = FuturesUnordered::new();
+    let mut inflight: InFlight<'_> = FuturesUnordered::new();
+    let mut bytes = 0usize;
     let mut reading = true;
+    let mut ended: Option<Status> = None;
     loop {
+        let room =
+            inflight.len() < limits::BATCH_INFLIGHT_MAX && bytes < limits::BATCH_INFLIGHT_BYTES_MAX;
         tokio::select! {
-            // Answer before reading more: results free in-flight slots.
+            // Answer before reading more: results free in-flight room.
             biased;
             Some(first) = inflight.next(), if !inflight.is_empty() => {
-                let results = gather(first, &mut inflight);
+                let results = gather(first, &mut inflight, &mut bytes);
                 if tx.send(Ok(BatchResponse { results })).await.is_err() {
                     return;
                 }
             }
-            msg = inbound.message(), if reading && inflight.len() < limits::BATCH_INFLIGHT_MAX => {
-                match msg {
-                    Ok(Some(req)) => {
-                        let too_many = req.items.len() > limits::BATCH_ITEMS_PER_MESSAGE_MAX;
-                        let count = req.items.len();
-                        for item in req.items {
-                            if too_many {
-                                let e = Status::invalid_argument(format!(
-                                    "its BatchRequest carries {count} items, over the limit of {}",
-                                    limits::BATCH_ITEMS_PER_MESSAGE_MAX
-                                ));
-                                inflight.push(Box::pin(std::future::ready(failed(item.id, &e))));
-                            } else {
-                                inflight.push(Box::pin(run_item(node, fwd, item)));
-                            }
-                        }
-                    }
-                    Ok(None) => reading = false,
-                    Err(status) => {
-                        // The stream broke (a bad frame, the client reset it): nobody
-                        // can read the remaining results.
-                        tracing::debug!("batch stream ended: {status}");
-                        return;
+            msg = inbound.message(), if reading && room => match msg {
+                Ok(Some(req)) if req.items.len() > limits::BATCH_ITEMS_PER_MESSAGE_MAX => {
+                    reading = false;
+                    ended = Some(Status::invalid_argument(format!(
+                        "a BatchRequest carried {} items, over the limit of {}; none of its \
+                         items ran, and the stream is read no further",
+                        req.items.len(),
+                        limits::BATCH_ITEMS_PER_MESSAGE_MAX
+                    )));
+                }
+                Ok(Some(req)) => {
+                    for item in req.items {
+                        let size = item.encoded_len();
+                        bytes += size;
+                        inflight.push(Box::pin(run_item(node, fwd, item).map(move |r| (r, size))));
                     }
                 }
-            }
-            else => return,
+                Ok(None) => reading = false,
+                Err(status) => {
+                    // A bad frame or an over-size message: the client may still read.
+                    reading = false;
+                    ended = Some(status);
+                }
+            },
+            else => break,
         }
+    }
+    if let Some(status) = ended {
+        tracing::debug!("batch stream ended: {status}");
+        let _ = tx.send(Err(status)).await;
     }
 }
 
-/// `first` and whatever else has already finished, up to one response message's bounds.
+/// `first` and whatever else has already finished, up to one response message's bounds;
+/// takes their requests' bytes off `bytes`.
 fn gather(
-    first: BatchResult,
-    inflight: &mut FuturesUnordered<BoxFut<'_, BatchResult>>,
+    (first, size): (BatchResult, usize),
+    inflight: &mut InFlight<'_>,
+    bytes: &mut usize,
 ) -> Vec<BatchResult> {
-    let mut bytes = first.encoded_len();
+    *bytes = bytes.saturating_sub(size);
+    let mut out_bytes = first.encoded_len();
     let mut results = vec![first];
     while results.len() < limits::BATCH_ITEMS_PER_MESSAGE_MAX
-        && bytes < limits::BATCH_RESPONSE_BYTES_MAX
+        && out_bytes < limits::BATCH_RESPONSE_BYTES_MAX
     {
         match inflight.next().now_or_never() {
-            Some(Some(r)) => {
-                bytes += r.encoded_len();
+            Some(Some((r, size))) => {
+                *bytes = bytes.saturating_sub(size);
+                out_bytes += r.encoded_len();
                 results.push(r);
             }
             _ => break,

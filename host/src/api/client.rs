@@ -23,6 +23,8 @@ use crate::raftstore::{RaftError, ReadKind};
 #[derive(Debug)]
 pub struct ClientService {
     pub node: Arc<Node>,
+    /// One permit per `Batch` stream being served ([`batch::stream_permits`]).
+    pub batch_streams: Arc<tokio::sync::Semaphore>,
 }
 
 pub fn check_size(what: &str, len: usize) -> Result<(), Status> {
@@ -177,13 +179,23 @@ impl Client for ClientService {
         request: Request<Streaming<BatchRequest>>,
     ) -> Result<Response<Self::BatchStream>, Status> {
         let fwd = route::is_forwarded(&request);
+        let permit = self
+            .batch_streams
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| {
+                Status::resource_exhausted(format!(
+                    "this node already serves {} Batch streams, the limit: close one, or use \
+                 unary calls",
+                    limits::BATCH_STREAMS_MAX
+                ))
+            })?;
         let (tx, rx) = tokio::sync::mpsc::channel(limits::BATCH_RESPONSES_QUEUED_MAX);
-        tokio::spawn(batch::serve(
-            self.node.clone(),
-            fwd,
-            request.into_inner(),
-            tx,
-        ));
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            batch::serve(node, fwd, request.into_inner(), tx).await;
+            drop(permit);
+        });
         Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
             rx,
         )))

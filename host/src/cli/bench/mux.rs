@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use prost::Message as _;
 use tokio::sync::{mpsc, oneshot};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -19,6 +20,9 @@ use crate::proto::v1::{BatchItem, BatchRequest};
 
 /// Requests queued for the writer before callers wait.
 const QUEUE: usize = 4096;
+/// A stream message stops gathering requests at this size (one request, at most a
+/// command's size plus a little, always fits a gRPC message).
+const MESSAGE_BYTES: usize = 2 * 1024 * 1024;
 
 type Reply = oneshot::Sender<Result<Outcome, Status>>;
 
@@ -66,16 +70,23 @@ impl Mux {
     }
 }
 
-/// Packs queued requests into stream messages until the callers are gone or the
-/// stream ends.
+/// Packs queued requests into stream messages (at most the server's item limit, and
+/// about [`MESSAGE_BYTES`]) until the callers are gone or the stream ends.
 async fn write(
     mut rx: mpsc::Receiver<(Op, Reply)>,
     out: mpsc::Sender<BatchRequest>,
     waiting: Waiting,
 ) {
     let mut next_id = 0u64;
-    while let Some(first) = rx.recv().await {
+    loop {
+        let first = tokio::select! {
+            first = rx.recv() => first,
+            // The server ended the stream: fail the queued callers now.
+            () = out.closed() => None,
+        };
+        let Some(first) = first else { break };
         let mut items = Vec::new();
+        let mut bytes = 0;
         let mut pending = Some(first);
         while let Some((op, reply)) = pending.take() {
             next_id += 1;
@@ -93,19 +104,26 @@ async fn write(
                 }
             };
             if registered {
-                items.push(BatchItem {
+                let item = BatchItem {
                     id: next_id,
                     op: Some(op),
-                });
+                };
+                bytes += item.encoded_len();
+                items.push(item);
             }
-            if items.len() < limits::BATCH_ITEMS_PER_MESSAGE_MAX {
+            if items.len() < limits::BATCH_ITEMS_PER_MESSAGE_MAX && bytes < MESSAGE_BYTES {
                 pending = rx.try_recv().ok();
             }
         }
         if !items.is_empty() && out.send(BatchRequest { items }).await.is_err() {
-            close(&waiting, &Status::unavailable("the batch stream has ended"));
-            return;
+            break;
         }
+    }
+    // Results of items already sent may still be on their way: the reader answers
+    // those (or fails them when the stream ends). Callers still queued are failed here.
+    rx.close();
+    while let Some((_, reply)) = rx.recv().await {
+        let _ = reply.send(Err(Status::unavailable("the batch stream has ended")));
     }
 }
 
