@@ -203,3 +203,49 @@ async fn bench_summarizes_the_node_metrics() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batch_streams_and_their_items_are_counted() -> anyhow::Result<()> {
+    let (node, metrics) = node_with_metrics().await?;
+    let out = node.cli(&[
+        "bench",
+        "--api",
+        "batch",
+        "--clients",
+        "8",
+        "--connections",
+        "2",
+        "--duration",
+        "1s",
+        "--output",
+        "json",
+    ])?;
+    anyhow::ensure!(
+        out.status.success(),
+        "bench failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        node.log()
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let writes = summary["ops"].as_f64().unwrap_or(0.0);
+    assert!(writes > 0.0, "{summary}");
+    // The bench's two streams are closed once it exits.
+    let mut last = String::new();
+    for _ in 0..50 {
+        let (_, _, body) = http_get(&metrics, "/metrics").await?;
+        if sample(&body, "flotilla_batch_streams") == Some(0.0) {
+            let items = must(&body, "flotilla_batch_items_sum")?;
+            let messages = must(&body, "flotilla_batch_items_count")?;
+            // Every acknowledged write was one item; items travel several per message
+            // under 8 clients on 2 streams (at least one message per stream).
+            assert!(items >= writes, "{items} items for {writes} writes");
+            assert!(messages >= 2.0 && messages <= items, "{messages} messages");
+            last.clear();
+            break;
+        }
+        last = body;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(last.is_empty(), "the streams never closed:\n{last}");
+    Ok(())
+}

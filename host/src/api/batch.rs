@@ -77,6 +77,7 @@ pub async fn serve(
                     )));
                 }
                 Ok(Some(req)) => {
+                    node.metrics.batch_items.observe(req.items.len() as f64);
                     for item in req.items {
                         let size = item.encoded_len();
                         bytes += size;

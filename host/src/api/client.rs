@@ -192,8 +192,11 @@ impl Client for ClientService {
             })?;
         let (tx, rx) = tokio::sync::mpsc::channel(limits::BATCH_RESPONSES_QUEUED_MAX);
         let node = self.node.clone();
+        let open = node.metrics.batch_streams.clone();
+        open.inc();
         tokio::spawn(async move {
             batch::serve(node, fwd, request.into_inner(), tx).await;
+            open.dec();
             drop(permit);
         });
         Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(

@@ -2,7 +2,7 @@
 //! `prometheus_client` registry plus the metric handles the rooms update — the raft core
 //! ([`RaftMetrics`]: proposals, rounds, fsyncs, applies, gauges), the plugin host
 //! ([`PluginMetrics`]: fuel and time in Wasm) and the API ([`OpsMetrics`]: consistency
-//! checks). The transport keeps its own atomic counters ([`TransportStats`]); a collector
+//! checks, `Batch` streams). The transport keeps its own atomic counters ([`TransportStats`]); a collector
 //! reads them at scrape time. There is no global registry: `flotilla dev` runs several
 //! nodes in one process, each with its own endpoint.
 //!
@@ -21,6 +21,8 @@ mod transport;
 use std::sync::Arc;
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 pub use plugin::PluginMetrics;
@@ -49,16 +51,41 @@ pub enum MetricsError {
 }
 
 /// Metrics of the API room.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct OpsMetrics {
     /// Replica consistency checks this node ran (as the group's leader node).
     pub consistency_checks: Counter,
     /// Checks that found replicas with different digests at the same index.
     pub replica_divergences: Counter,
+    /// `Batch` streams being served.
+    pub batch_streams: Gauge,
+    /// Items per `Batch` request message.
+    pub batch_items: Histogram,
+}
+
+impl Default for OpsMetrics {
+    fn default() -> Self {
+        Self {
+            consistency_checks: Counter::default(),
+            replica_divergences: Counter::default(),
+            batch_streams: Gauge::default(),
+            batch_items: Histogram::new(count_buckets()),
+        }
+    }
 }
 
 impl OpsMetrics {
     fn register(&self, r: &mut Registry) {
+        r.register(
+            "batch_streams",
+            "Client Batch streams this node serves now",
+            self.batch_streams.clone(),
+        );
+        r.register(
+            "batch_items",
+            "Items (proposals and queries) per Client Batch request message",
+            self.batch_items.clone(),
+        );
         r.register(
             "consistency_checks",
             "Replica consistency checks run by this node (it led the group)",
