@@ -264,8 +264,7 @@ async fn batch_items_run_like_unary_calls_and_fail_alone() -> anyhow::Result<()>
 async fn bench_writes_and_reads_through_batch_streams() -> anyhow::Result<()> {
     let node = NodeProcess::start(BIN).await?;
     for workload in ["write", "read"] {
-        let out = node.cli(&[
-            "bench",
+        let summary = node.bench_json(&[
             "--api",
             "batch",
             "--workload",
@@ -278,16 +277,7 @@ async fn bench_writes_and_reads_through_batch_streams() -> anyhow::Result<()> {
             "4",
             "--duration",
             "1s",
-            "--output",
-            "json",
         ])?;
-        anyhow::ensure!(
-            out.status.success(),
-            "bench {workload} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            node.log()
-        );
-        let summary: serde_json::Value = serde_json::from_slice(&out.stdout)?;
         assert_eq!(summary["api"], "batch", "{summary}");
         assert!(summary["ops"].as_u64().unwrap_or(0) > 0, "{summary}");
         // A read that misses a preloaded key counts as an error (`missing_key`).

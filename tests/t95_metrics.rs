@@ -152,24 +152,8 @@ async fn metrics_count_what_the_node_did() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bench_summarizes_the_node_metrics() -> anyhow::Result<()> {
     let (node, metrics) = node_with_metrics().await?;
-    let out = node.cli(&[
-        "bench",
-        "--clients",
-        "4",
-        "--duration",
-        "1s",
-        "--metrics",
-        &metrics,
-        "--output",
-        "json",
-    ])?;
-    anyhow::ensure!(
-        out.status.success(),
-        "bench failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        node.log()
-    );
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let summary =
+        node.bench_json(&["--clients", "4", "--duration", "1s", "--metrics", &metrics])?;
     let writes = summary["ops"].as_f64().unwrap_or(0.0);
     let m = &summary["node_metrics"];
     assert!(writes > 0.0, "{summary}");
@@ -207,8 +191,7 @@ async fn bench_summarizes_the_node_metrics() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn batch_streams_and_their_items_are_counted() -> anyhow::Result<()> {
     let (node, metrics) = node_with_metrics().await?;
-    let out = node.cli(&[
-        "bench",
+    let summary = node.bench_json(&[
         "--api",
         "batch",
         "--clients",
@@ -217,16 +200,7 @@ async fn batch_streams_and_their_items_are_counted() -> anyhow::Result<()> {
         "2",
         "--duration",
         "1s",
-        "--output",
-        "json",
     ])?;
-    anyhow::ensure!(
-        out.status.success(),
-        "bench failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        node.log()
-    );
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let writes = summary["ops"].as_f64().unwrap_or(0.0);
     assert!(writes > 0.0, "{summary}");
     // The bench's two streams are closed once it exits.

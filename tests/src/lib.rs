@@ -267,6 +267,22 @@ impl NodeProcess {
             .output()?)
     }
 
+    /// Runs `flotilla bench ARGS --output json` against this node and returns its
+    /// summary; a failed run is an error with the bench's stderr and the node's log.
+    pub fn bench_json(&self, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+        let mut all = vec!["bench"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--output", "json"]);
+        let out = self.cli(&all)?;
+        anyhow::ensure!(
+            out.status.success(),
+            "bench {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
     /// Deploys `bytes` as `name` over gRPC; returns "name@version".
     pub async fn deploy(&self, name: &str, bytes: &[u8]) -> Result<String, tonic::Status> {
         let mut a = self
