@@ -105,7 +105,8 @@ fn ensure_target() {
     let Some(sysroot) = sysroot else {
         return; // The nested build will say what is wrong.
     };
-    if sysroot.join("lib").join("rustlib").join(TARGET).is_dir() {
+    let installed = || sysroot.join("lib").join("rustlib").join(TARGET).is_dir();
+    if installed() {
         return;
     }
     println!("cargo:warning=the {TARGET} target is missing: running `rustup target add {TARGET}`");
@@ -114,7 +115,7 @@ fn ensure_target() {
         .output();
     match added {
         Ok(o) if o.status.success() => {
-            if !sysroot.join("lib").join("rustlib").join(TARGET).is_dir() {
+            if !installed() {
                 panic!(
                     "`rustup target add {TARGET}` succeeded, but the compiler in use ({}) \
                      still lacks the target: install it for that toolchain",

@@ -365,7 +365,6 @@ impl Server {
         reporter.set_serving::<AdminServer<AdminService>>().await;
         let client = ClientServer::new(ClientService {
             node: self.node.clone(),
-            batch_streams: crate::api::batch::stream_permits(),
         })
         .max_decoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX);

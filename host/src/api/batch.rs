@@ -12,13 +12,15 @@
 //! [`limits::BATCH_INFLIGHT_BYTES_MAX`] bytes of requests are in flight; response
 //! messages hold at most [`limits::BATCH_RESPONSE_BYTES_MAX`], and
 //! [`limits::BATCH_RESPONSES_QUEUED_MAX`] of them wait for a slow reader before results
-//! do. A node serves at most [`limits::BATCH_STREAMS_MAX`] streams at once.
+//! do. A node serves at most [`limits::BATCH_STREAMS_MAX`] streams at once
+//! ([`StreamSlot`]).
 
 use std::sync::Arc;
 
 use futures::FutureExt as _;
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
+use prometheus_client::metrics::gauge::Gauge;
 use prost::Message as _;
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
@@ -31,9 +33,30 @@ use crate::proto::v1::batch_item::Op;
 use crate::proto::v1::batch_result::Result as Outcome;
 use crate::proto::v1::{BatchError, BatchItem, BatchRequest, BatchResponse, BatchResult};
 
-/// The streams a node serves at once share this many permits (one each).
-pub fn stream_permits() -> Arc<tokio::sync::Semaphore> {
-    Arc::new(tokio::sync::Semaphore::new(limits::BATCH_STREAMS_MAX))
+/// One stream's place among the [`limits::BATCH_STREAMS_MAX`] a node serves. The
+/// node's `flotilla_batch_streams` gauge is the count, so the limit and the metric
+/// cannot disagree; dropping the slot gives the place back.
+pub struct StreamSlot(Gauge);
+
+impl StreamSlot {
+    /// A place, or `RESOURCE_EXHAUSTED` naming the limit when all are taken.
+    pub fn take(open: &Gauge) -> Result<Self, Status> {
+        if open.inc() >= limits::BATCH_STREAMS_MAX as i64 {
+            open.dec();
+            return Err(Status::resource_exhausted(format!(
+                "this node already serves {} Batch streams, the limit: close one, or use \
+                 unary calls",
+                limits::BATCH_STREAMS_MAX
+            )));
+        }
+        Ok(Self(open.clone()))
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// An item in flight: its result, and the bytes its request held.

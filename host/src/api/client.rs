@@ -23,8 +23,6 @@ use crate::raftstore::{RaftError, ReadKind};
 #[derive(Debug)]
 pub struct ClientService {
     pub node: Arc<Node>,
-    /// One permit per `Batch` stream being served ([`batch::stream_permits`]).
-    pub batch_streams: Arc<tokio::sync::Semaphore>,
 }
 
 pub fn check_size(what: &str, len: usize) -> Result<(), Status> {
@@ -179,25 +177,12 @@ impl Client for ClientService {
         request: Request<Streaming<BatchRequest>>,
     ) -> Result<Response<Self::BatchStream>, Status> {
         let fwd = route::is_forwarded(&request);
-        let permit = self
-            .batch_streams
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| {
-                Status::resource_exhausted(format!(
-                    "this node already serves {} Batch streams, the limit: close one, or use \
-                 unary calls",
-                    limits::BATCH_STREAMS_MAX
-                ))
-            })?;
+        let slot = batch::StreamSlot::take(&self.node.metrics.batch_streams)?;
         let (tx, rx) = tokio::sync::mpsc::channel(limits::BATCH_RESPONSES_QUEUED_MAX);
         let node = self.node.clone();
-        let open = node.metrics.batch_streams.clone();
-        open.inc();
         tokio::spawn(async move {
             batch::serve(node, fwd, request.into_inner(), tx).await;
-            open.dec();
-            drop(permit);
+            drop(slot);
         });
         Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
             rx,

@@ -57,7 +57,7 @@ pub struct OpsMetrics {
     pub consistency_checks: Counter,
     /// Checks that found replicas with different digests at the same index.
     pub replica_divergences: Counter,
-    /// `Batch` streams being served.
+    /// `Batch` streams being served (also what their limit counts: `api::batch::StreamSlot`).
     pub batch_streams: Gauge,
     /// Items per `Batch` request message.
     pub batch_items: Histogram,

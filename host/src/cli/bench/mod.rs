@@ -182,9 +182,10 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
                 Target::Etcd => "etcd",
             },
             workload: a.workload.name(),
-            api: match (a.target, a.api) {
-                (Target::Flotilla, Api::Batch) => "batch",
-                _ => "unary",
+            // etcd runs only unary (checked above).
+            api: match a.api {
+                Api::Unary => "unary",
+                Api::Batch => "batch",
             },
             clients: a.clients,
             groups: groups.len().max(1),
