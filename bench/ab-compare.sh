@@ -8,27 +8,34 @@
 # operation (user+system time of the 3 node processes over the case, divided by the
 # operations done: the figure that other load on a shared machine disturbs least) per
 # binary and case, and the ratio NEW/OLD.
+# API=batch drives the nodes through Batch streams. OLD_ARGS and NEW_ARGS add `flotilla
+# server` flags to each side, so one binary can be compared with itself under two
+# settings (e.g. OLD_ARGS="--storage-threads 2").
 #
 #   bench/ab-compare.sh OLD_BINARY NEW_BINARY        (RUNS=3 DURATION=10s by default)
 set -euo pipefail
 OLD=$1; NEW=$2
 RUNS=${RUNS:-3}; DURATION=${DURATION:-10s}; CLIENTS=${CLIENTS:-256}; WORKLOAD=${WORKLOAD:-write}; VALUE_SIZE=${VALUE_SIZE:-16}
+API=${API:-unary}
 WORK=$(mktemp -d)
 trap 'pkill -f "$WORK" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 . "$(dirname "$0")/lib.sh"
 one() { # bin tag run
-  local bin=$1 tag=$2 run=$3 dir="$WORK/$2-$3" base=7790
+  local bin=$1 tag=$2 run=$3 dir="$WORK/$2-$3" base=7790 extra
+  if [ "$tag" = old ]; then extra=${OLD_ARGS:-}; else extra=${NEW_ARGS:-}; fi
+  read -r -a SERVER_ARGS <<<"$extra"
   start_flotilla3 "$bin" "$dir" $base
   local pids=("${NODE_PIDS[@]}")
   for g in 1 64; do
     local before after
     before=$(cpu_ticks "${pids[@]}")
-    "$bin" bench --endpoint 127.0.0.1:$base --clients "$CLIENTS" --groups $g --duration "$DURATION" --workload "$WORKLOAD" --value-size "$VALUE_SIZE" --output json >"$dir/bench.json"
+    "$bin" bench --endpoint 127.0.0.1:$base --clients "$CLIENTS" --groups $g --duration "$DURATION" --workload "$WORKLOAD" --value-size "$VALUE_SIZE" --api "$API" --output json >"$dir/bench.json"
     after=$(cpu_ticks "${pids[@]}")
     python3 -c "import json,sys; d=json.load(open('$dir/bench.json')); t=($after-$before)/$(getconf CLK_TCK); print('$tag', $run, $g, round(d['ops_per_s']), round(d['p99_ms'],1), d['errors'], round(t*1e6/max(d['ops'],1),1))" | tee -a "$WORK/results"
   done
   pkill -f "$dir" || true; sleep 1
 }
+echo "# OLD=$OLD ${OLD_ARGS:-} NEW=$NEW ${NEW_ARGS:-} WORKLOAD=$WORKLOAD VALUE_SIZE=$VALUE_SIZE API=$API"
 echo "# tag run groups ops/s p99_ms errors server_cpu_us_per_op   ($(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
 for r in $(seq "$RUNS"); do
   if [ $((r % 2)) = 1 ]; then one "$OLD" old $r; one "$NEW" new $r; else one "$NEW" new $r; one "$OLD" old $r; fi

@@ -100,6 +100,16 @@ pub const GUEST_LOG_LINE_BYTES_MAX: usize = 4 * 1024;
 /// Guest log lines one apply or query call may write to the node's log; later lines
 /// of the call are dropped (a panic line is still reported as the call's error).
 pub const GUEST_LOG_LINES_PER_CALL_MAX: u32 = 64;
+/// fjall's flush and compaction threads per node, by default (`flotilla server
+/// --storage-threads`). One, not fjall's default of one per core (up to 4): in fjall 3.1
+/// with two or more workers, worker 0 hands every compaction request back to the queue
+/// and takes it again while the others are busy, a busy loop that took about a fifth of
+/// the workers' CPU under 1 KiB writes. Measured (issue 5's note, bench/ab-compare.sh
+/// with SERVER_ARGS): one worker gave about +20% writes/s and -16% CPU per write at 1 KiB
+/// values on 2 cores, and no change at 16 B.
+pub const STORAGE_THREADS_DEFAULT: usize = 1;
+/// Most fjall worker threads `--storage-threads` accepts.
+pub const STORAGE_THREADS_MAX: usize = 16;
 
 const _: () = assert!(COMMAND_SIZE_BYTES_MAX <= ENTRY_BYTES_MAX);
 const _: () = assert!(ENTRY_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX + COMMAND_SIZE_BYTES_MAX * 4);

@@ -73,6 +73,8 @@ pub struct ServerConfig {
     pub check_interval: Option<Duration>,
     /// Where to serve Prometheus metrics over HTTP (`GET /metrics`); none if `None`.
     pub metrics_listen: Option<SocketAddr>,
+    /// fjall flush and compaction threads ([`crate::limits::STORAGE_THREADS_DEFAULT`]).
+    pub storage_threads: usize,
 }
 
 /// What a node settles once and keeps in `identity.json` in its data dir: a node that
@@ -265,7 +267,7 @@ impl Server {
             None => None,
         };
         let mut metrics = NodeMetrics::new();
-        let store = Store::open(&config.data_dir.join("db"))
+        let store = Store::open_with(&config.data_dir.join("db"), config.storage_threads)
             .map_err(|e| ServerError::Storage(e.to_string()))?;
         let plugins = Arc::new(
             PluginRuntime::new(config.data_dir.join("compiled"))

@@ -41,6 +41,18 @@ pub struct ServerArgs {
     /// Serve Prometheus metrics over HTTP at http://HOST:PORT/metrics (off if not given).
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Threads that flush and compact the node's fjall database (1 to 16).
+    #[arg(long, default_value_t = crate::limits::STORAGE_THREADS_DEFAULT,
+          value_parser = parse_storage_threads)]
+    pub storage_threads: usize,
+}
+
+fn parse_storage_threads(s: &str) -> Result<usize, String> {
+    let max = crate::limits::STORAGE_THREADS_MAX;
+    match s.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?} is not a thread count from 1 to {max}")),
+    }
 }
 
 fn parse_member(s: &str) -> Result<(u64, String), String> {
@@ -150,6 +162,7 @@ async fn start(args: &ServerArgs) -> anyhow::Result<Server> {
         join: args.join.clone(),
         check_interval: args.consistency_check_interval,
         metrics_listen: args.metrics_listen,
+        storage_threads: args.storage_threads,
     };
     let server = Server::start(&config).await.with_context(|| {
         format!(
@@ -201,6 +214,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             join: None,
             consistency_check_interval: None,
             metrics_listen: metrics_addr(i),
+            storage_threads: crate::limits::STORAGE_THREADS_DEFAULT,
         };
         let server = start(&server_args).await?;
         if let Some(m) = server.metrics_addr() {
@@ -302,4 +316,19 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         s.await.context("a node task failed")??;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_storage_threads;
+
+    #[test]
+    fn storage_threads_must_be_a_count_within_the_limit() {
+        assert_eq!(parse_storage_threads("1"), Ok(1));
+        assert_eq!(parse_storage_threads("16"), Ok(16));
+        for bad in ["0", "17", "-1", "two", ""] {
+            let err = parse_storage_threads(bad).expect_err(bad);
+            assert!(err.contains("from 1 to 16"), "{bad}: {err}");
+        }
+    }
 }

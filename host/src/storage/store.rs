@@ -35,9 +35,15 @@ impl Store {
     /// `<dir>.snap`, and the durability mark in `<dir>.mark`. Refuses a database whose
     /// journal lost rounds that were synced before.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with(dir, crate::limits::STORAGE_THREADS_DEFAULT)
+    }
+
+    /// [`Store::open`] with `threads` fjall flush and compaction workers (at least 1).
+    pub fn open_with(dir: &Path, threads: usize) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
         let db = Database::builder(dir)
+            .worker_threads(threads.max(1))
             .open()
             .map_err(|e| StoreError(format!("cannot open fjall at {}: {e}", dir.display())))?;
         let open = |name: &str| {
