@@ -166,12 +166,73 @@ async fn run_item(node: &Node, fwd: bool, item: BatchItem) -> BatchResult {
     }
 }
 
+/// An item's failure, carrying what its unary call would carry as metadata.
 fn failed(id: u64, status: &Status) -> BatchResult {
+    let retry_after_ms = status
+        .metadata()
+        .get("retry-after-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     BatchResult {
         id,
         result: Some(Outcome::Error(BatchError {
             code: status.code() as i32,
             message: status.message().to_string(),
+            leader_peer_id: super::route::leader_hint(status).map_or(0, |p| p.0),
+            retry_after_ms,
+            not_run: super::route::retryable(status),
         })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Outcome, failed};
+    use crate::api::status::from_raft;
+    use crate::ids::{GroupId, PeerId};
+    use crate::proto::v1::BatchError;
+    use crate::raftstore::RaftError;
+
+    fn error_of(e: RaftError) -> BatchError {
+        match failed(9, &from_raft(e)).result {
+            Some(Outcome::Error(e)) => e,
+            other => panic!("not an error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_item_error_carries_what_the_unary_call_carries_as_metadata() {
+        let not_leader = error_of(RaftError::NotLeader {
+            group: GroupId(3),
+            leader: Some(PeerId(131_074)),
+        });
+        assert_eq!(not_leader.code, tonic::Code::Unavailable as i32);
+        assert_eq!(not_leader.leader_peer_id, 131_074);
+        assert!(not_leader.not_run);
+        assert_eq!(not_leader.retry_after_ms, 0);
+
+        let unknown_leader = error_of(RaftError::NotLeader {
+            group: GroupId(3),
+            leader: None,
+        });
+        assert_eq!(unknown_leader.leader_peer_id, 0);
+        assert!(unknown_leader.not_run);
+
+        let busy = error_of(RaftError::Busy {
+            group: GroupId(3),
+            reason: "mailbox full".into(),
+            retry_after_ms: 50,
+        });
+        assert_eq!(busy.code, tonic::Code::ResourceExhausted as i32);
+        assert_eq!(busy.retry_after_ms, 50);
+        assert!(!busy.not_run);
+
+        // A dropped proposal may or may not have been applied: not_run must stay false.
+        let dropped = error_of(RaftError::Dropped("leadership changed".into()));
+        assert_eq!(dropped.code, tonic::Code::Unavailable as i32);
+        assert!(!dropped.not_run);
+        assert_eq!((dropped.leader_peer_id, dropped.retry_after_ms), (0, 0));
+        assert!(dropped.message.contains("leadership changed"));
     }
 }
