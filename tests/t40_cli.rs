@@ -57,17 +57,13 @@ async fn cli_round_trip_and_errors() -> anyhow::Result<()> {
         "{stdout}"
     );
 
-    let out = node.cli(&["query", "--group", "42", r#"{"get":{"key":"x"}}"#])?;
-    let (_, stderr) = text(&out);
-    assert!(!out.status.success());
+    let stderr = node.cli_refused(&["query", "--group", "42", r#"{"get":{"key":"x"}}"#])?;
     assert!(
         stderr.contains("NOT_FOUND") && stderr.contains("group 42"),
         "{stderr}"
     );
 
-    let out = node.cli(&["propose", "--group", "1", "{oops"])?;
-    let (_, stderr) = text(&out);
-    assert!(!out.status.success());
+    let stderr = node.cli_refused(&["propose", "--group", "1", "{oops"])?;
     assert!(stderr.contains("INVALID_ARGUMENT"), "{stderr}");
 
     let out = node.cli(&["group", "delete", "1"])?;

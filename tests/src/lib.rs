@@ -267,6 +267,16 @@ impl NodeProcess {
             .output()?)
     }
 
+    /// Runs the CLI expecting it to refuse: an error if it succeeded, else its stderr.
+    pub fn cli_refused(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = self.cli(args)?;
+        anyhow::ensure!(
+            !out.status.success(),
+            "{args:?} succeeded where it should be refused"
+        );
+        Ok(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
     /// Runs `flotilla bench ARGS --output json` against this node and returns its
     /// summary; a failed run is an error with the bench's stderr and the node's log.
     pub fn bench_json(&self, args: &[&str]) -> anyhow::Result<serde_json::Value> {
