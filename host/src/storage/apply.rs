@@ -338,4 +338,64 @@ mod tests {
         );
         Ok(())
     }
+
+    /// A value from [`KV_SEPARATION_THRESHOLD_BYTES`] up goes to a blob file, reads back
+    /// after a restart, and deleting it frees the file; a smaller one stays in the tables.
+    #[test]
+    fn large_values_live_in_blob_files_that_deletion_frees() -> Result<(), StoreError> {
+        use crate::storage::store::KV_SEPARATION_THRESHOLD_BYTES;
+        let dir = tempfile::tempdir().map_err(err)?;
+        let g = GroupId(9);
+        let large = vec![7u8; KV_SEPARATION_THRESHOLD_BYTES as usize];
+        let small = vec![8u8; KV_SEPARATION_THRESHOLD_BYTES as usize - 1];
+        let state = |i| ApplyState {
+            applied_index: i,
+            applied_term: 1,
+            applied_timestamp_ms: 5,
+            plugin: PluginDigest::of(b"p"),
+        };
+        let apply = |store: &Store, i: u64, writes: WriteSet| {
+            store.commit_applies(vec![GroupApply {
+                group: g,
+                writes,
+                state: state(i),
+                conf: None,
+            }])
+        };
+        {
+            let store = Store::open(dir.path())?;
+            assert!(store.kv.is_kv_separated());
+            apply(
+                &store,
+                1,
+                WriteSet::from([(b"small".to_vec(), Some(small.clone()))]),
+            )?;
+            store.kv.rotate_memtable_and_wait().map_err(err)?;
+            assert_eq!(store.kv.blob_file_count(), 0, "a value under the threshold");
+            apply(
+                &store,
+                2,
+                WriteSet::from([(b"large".to_vec(), Some(large.clone()))]),
+            )?;
+            store.kv.rotate_memtable_and_wait().map_err(err)?;
+            assert_eq!(store.kv.blob_file_count(), 1);
+        }
+        let store = Store::open(dir.path())?;
+        assert_eq!(
+            KvReader::get(&store, g, b"large").map_err(err)?,
+            Some(large)
+        );
+        assert_eq!(
+            KvReader::get(&store, g, b"small").map_err(err)?,
+            Some(small)
+        );
+        apply(&store, 3, WriteSet::from([(b"large".to_vec(), None)]))?;
+        store.kv.rotate_memtable_and_wait().map_err(err)?;
+        // The first compaction drops the pointer, the next one the dead blob file.
+        store.kv.major_compact().map_err(err)?;
+        store.kv.major_compact().map_err(err)?;
+        assert_eq!(store.kv.blob_file_count(), 0);
+        assert_eq!(KvReader::get(&store, g, b"large").map_err(err)?, None);
+        Ok(())
+    }
 }

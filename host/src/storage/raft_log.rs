@@ -266,4 +266,54 @@ mod tests {
         assert_eq!(store.raft_state(GroupId(4))?.map(|s| s.last_index), None);
         Ok(())
     }
+
+    /// Entries from [`LOG_SEPARATION_THRESHOLD_BYTES`] up go to blob files, read back
+    /// after a restart, and truncating them frees the files.
+    #[test]
+    fn large_entries_live_in_blob_files_that_truncation_frees() -> Result<(), StoreError> {
+        use crate::storage::store::LOG_SEPARATION_THRESHOLD_BYTES;
+        let dir = tempfile::tempdir().map_err(err)?;
+        let g = GroupId(7);
+        let big = |i: u64| Entry {
+            index: i,
+            term: 1,
+            data: vec![i as u8; 2 * LOG_SEPARATION_THRESHOLD_BYTES as usize].into(),
+            ..Default::default()
+        };
+        {
+            let store = Store::open(dir.path())?;
+            assert!(store.raft_log.is_kv_separated());
+            store.persist_round(RaftWriteBatch {
+                groups: vec![GroupRaftWrite {
+                    group: g,
+                    entries: (1..=64).map(big).collect(),
+                    hard_state: Some(HardState {
+                        term: 1,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }],
+            })?;
+            store.raft_log.rotate_memtable_and_wait().map_err(err)?;
+            assert_eq!(store.raft_log.blob_file_count(), 1);
+        }
+        let store = Store::open(dir.path())?;
+        let read = store.entries(g, 1, 65, u64::MAX)?;
+        assert_eq!(read, (1..=64).map(big).collect::<Vec<_>>());
+        store.persist_round(RaftWriteBatch {
+            groups: vec![GroupRaftWrite {
+                group: g,
+                compact_to: Some((64, 1)),
+                ..Default::default()
+            }],
+        })?;
+        store.raft_log.rotate_memtable_and_wait().map_err(err)?;
+        // The first compaction drops the pointers, which leaves the blob file dead; the
+        // next one deletes the file.
+        store.raft_log.major_compact().map_err(err)?;
+        assert_eq!(store.raft_log.table_count(), 0);
+        store.raft_log.major_compact().map_err(err)?;
+        assert_eq!(store.raft_log.blob_file_count(), 0);
+        Ok(())
+    }
 }
