@@ -16,6 +16,52 @@ use super::client::{Client, OpError};
 /// Latencies are recorded in microseconds, up to a minute.
 const LATENCY_US_MAX: u64 = 60_000_000;
 
+/// Where the bench's values come from: a fixed pseudo-random run of letters and digits,
+/// of which each put writes a `size`-byte window picked by its client and number. Values
+/// of one repeated letter, or one value written by every put, compress to almost
+/// nothing in any store that compresses blocks of them (fjall compresses its deeper
+/// tables and blob files; etcd compresses nothing), which flatters such a store; real
+/// values of this size mostly do not compress and mostly differ.
+pub struct Values {
+    pool: String,
+    size: usize,
+}
+
+/// How many distinct windows the pool holds (its length beyond one value): two values
+/// side by side in a table block overlap with odds of about `2 * size / VALUE_WINDOWS`.
+const VALUE_WINDOWS: usize = 1 << 20;
+
+impl Values {
+    pub fn new(size: usize) -> Self {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        let mut state: u64 = 0x5eed_f107_111a_0005;
+        let pool = (0..size + VALUE_WINDOWS)
+            .map(|_| {
+                let z = splitmix64(&mut state);
+                char::from(ALPHABET[(z % ALPHABET.len() as u64) as usize])
+            })
+            .collect();
+        Self { pool, size }
+    }
+
+    /// The value client `i` writes in its `n`th put: the same in every run.
+    pub fn get(&self, i: usize, n: u64) -> &str {
+        let mut state = (i as u64).rotate_left(40) ^ n;
+        let at = (splitmix64(&mut state) % VALUE_WINDOWS as u64) as usize;
+        // The pool is ASCII, so every byte offset is a char boundary.
+        &self.pool[at..at + self.size]
+    }
+}
+
+/// One step of splitmix64: a fast, well-mixed pseudo-random sequence from any seed.
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// The key client `i` writes in its `n`th put.
 pub fn write_key(i: usize, n: u64) -> String {
     format!("c{i}-{n}")
@@ -38,16 +84,20 @@ pub struct Outcome {
 
 /// Writes each client's `keys` read keys (each put tried up to 5 times), concurrently,
 /// and gives the clients back.
-pub async fn preload(clients: Vec<Client>, keys: u64, value: &str) -> anyhow::Result<Vec<Client>> {
+pub async fn preload(
+    clients: Vec<Client>,
+    keys: u64,
+    values: &Arc<Values>,
+) -> anyhow::Result<Vec<Client>> {
     let mut tasks = Vec::with_capacity(clients.len());
     for (i, mut c) in clients.into_iter().enumerate() {
-        let value = value.to_string();
+        let values = values.clone();
         tasks.push(tokio::spawn(async move {
             for k in 0..keys {
                 let key = read_key(i, k);
                 let mut attempt = 0;
                 loop {
-                    match c.put(&key, &value).await {
+                    match c.put(&key, values.get(i, k)).await {
                         Ok(()) => break,
                         Err(e) if attempt >= 4 => {
                             anyhow::bail!("preloading {key:?} for the read run failed: {e:?}")
@@ -75,7 +125,7 @@ pub async fn run(
     clients: Vec<Client>,
     workload: Workload,
     duration: Duration,
-    value: &str,
+    values: &Arc<Values>,
     read_keys: u64,
 ) -> anyhow::Result<Outcome> {
     let done = Arc::new(AtomicU64::new(0));
@@ -83,7 +133,7 @@ pub async fn run(
     let deadline = start + duration;
     let mut tasks = Vec::with_capacity(clients.len());
     for (i, mut c) in clients.into_iter().enumerate() {
-        let (done, value) = (done.clone(), value.to_string());
+        let (done, values) = (done.clone(), values.clone());
         tasks.push(tokio::spawn(async move {
             let mut hist = Histogram::<u64>::new_with_bounds(1, LATENCY_US_MAX, 3)?;
             let mut errors: BTreeMap<String, u64> = BTreeMap::new();
@@ -92,7 +142,7 @@ pub async fn run(
             while Instant::now() < deadline {
                 let t = Instant::now();
                 let r = match workload {
-                    Workload::Write => c.put(&write_key(i, n), &value).await,
+                    Workload::Write => c.put(&write_key(i, n), values.get(i, n)).await,
                     Workload::Read => c.get(&read_key(i, n % read_keys.max(1))).await,
                 };
                 match r {

@@ -18,6 +18,7 @@ mod report;
 #[cfg(test)]
 mod tests;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::ClientOpts;
@@ -126,7 +127,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         a.read_keys > 0 && a.read_keys <= 100_000,
         "--read-keys must be 1..=100000"
     );
-    let value = "v".repeat(a.value_size);
+    let values = Arc::new(load::Values::new(a.value_size));
     let (clients, groups, routing) = match a.target {
         Target::Flotilla => {
             anyhow::ensure!(
@@ -166,7 +167,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         }
     };
     let metrics_before = a.metrics.scrape().await?;
-    let result = measure(&a, clients, &value).await;
+    let result = measure(&a, clients, &values).await;
     let node_metrics = a.metrics.summary(metrics_before).await;
     if !groups.is_empty()
         && !a.keep_groups
@@ -215,11 +216,11 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
 async fn measure(
     a: &BenchArgs,
     clients: Vec<client::Client>,
-    value: &str,
+    values: &Arc<load::Values>,
 ) -> anyhow::Result<load::Outcome> {
     let clients = match a.workload {
         Workload::Write => clients,
-        Workload::Read => load::preload(clients, a.read_keys, value).await?,
+        Workload::Read => load::preload(clients, a.read_keys, values).await?,
     };
-    load::run(clients, a.workload, a.duration, value, a.read_keys).await
+    load::run(clients, a.workload, a.duration, values, a.read_keys).await
 }

@@ -134,12 +134,12 @@ async fn etcd_writes_go_to_the_leader_and_errors_are_counted() {
         .await
         .expect("setup");
     assert_eq!(s.leader.as_deref(), Some(endpoints[1].as_str()));
-    let value = "v".repeat(16);
+    let values = std::sync::Arc::new(load::Values::new(16));
     let o = load::run(
         s.clients,
         Workload::Write,
         Duration::from_millis(300),
-        &value,
+        &values,
         1,
     )
     .await
@@ -155,7 +155,7 @@ async fn etcd_writes_go_to_the_leader_and_errors_are_counted() {
     let j = sum.json();
     assert_eq!(j["errors"], sum.errors);
     assert!(j["ops_per_s"].as_f64().expect("ops_per_s is a number") > 0.0);
-    assert!(store.kv.lock().get(b"c0-0".as_slice()) == Some(&value.clone().into_bytes()));
+    assert!(store.kv.lock().get(b"c0-0".as_slice()) == Some(&values.get(0, 0).as_bytes().to_vec()));
     assert_eq!(store.served[1].load(Ordering::Relaxed), 0);
     assert_eq!(store.served[3].load(Ordering::Relaxed), 0);
 }
@@ -168,9 +168,15 @@ async fn etcd_reads_find_the_preloaded_keys() {
     let s = etcd::setup(&endpoints, 1, 3, EtcdRoute::Spread)
         .await
         .expect("no error");
-    let o = load::run(s.clients, Workload::Read, Duration::from_millis(100), "", 4)
-        .await
-        .expect("no error");
+    let o = load::run(
+        s.clients,
+        Workload::Read,
+        Duration::from_millis(100),
+        &no_values(),
+        4,
+    )
+    .await
+    .expect("no error");
     let sum = report::Summary::new(case("read"), o);
     assert_eq!(sum.ops, 0);
     assert!(sum.errors_by_kind["missing_key"] > 0);
@@ -182,13 +188,58 @@ async fn etcd_reads_find_the_preloaded_keys() {
     let s = etcd::setup(&endpoints, 1, 3, EtcdRoute::Spread)
         .await
         .expect("no error");
-    let clients = load::preload(s.clients, 4, "xyz").await.expect("preload");
-    assert_eq!(store.kv.lock().len(), 12);
-    let o = load::run(clients, Workload::Read, Duration::from_millis(200), "", 4)
+    let clients = load::preload(s.clients, 4, &std::sync::Arc::new(load::Values::new(3)))
         .await
-        .expect("no error");
+        .expect("preload");
+    assert_eq!(store.kv.lock().len(), 12);
+    let o = load::run(
+        clients,
+        Workload::Read,
+        Duration::from_millis(200),
+        &no_values(),
+        4,
+    )
+    .await
+    .expect("no error");
     let sum = report::Summary::new(case("read"), o);
     assert!(sum.ops > 0);
     assert_eq!(sum.errors, 0, "{:?}", sum.sample_error);
     assert!(sum.p50_ms > 0.0 && sum.p50_ms <= sum.p99_ms && sum.p99_ms <= sum.p999_ms);
+}
+
+/// Values for a read run, which writes none.
+fn no_values() -> std::sync::Arc<load::Values> {
+    std::sync::Arc::new(load::Values::new(0))
+}
+
+/// The bench's values have the asked size, need no escaping in JSON, are the same in
+/// every run, differ from put to put, and do not compress together: in 64 puts of 1 KiB
+/// side by side, as a table block holds them, few 8-byte sequences repeat (with one
+/// value for every put, nearly all would).
+#[test]
+fn bench_values_are_sized_plain_repeatable_distinct_and_incompressible() {
+    let values = load::Values::new(1024);
+    let again = load::Values::new(1024);
+    let mut all = Vec::new();
+    for i in 0..4 {
+        for n in 0..16 {
+            let v = values.get(i, n);
+            assert_eq!(v.len(), 1024);
+            assert!(v.bytes().all(|b| b.is_ascii_alphanumeric()), "{v}");
+            assert_eq!(v, again.get(i, n));
+            all.extend_from_slice(v.as_bytes());
+        }
+    }
+    assert_ne!(values.get(0, 0), values.get(0, 1));
+    assert_ne!(values.get(0, 0), values.get(1, 0));
+    let mut seen = std::collections::HashSet::new();
+    let repeats = all.windows(8).filter(|w| !seen.insert(*w)).count();
+    assert!(
+        repeats < all.len() / 20,
+        "{repeats} of {} 8-byte sequences repeat",
+        all.len()
+    );
+    for size in [0, 1, 16] {
+        assert_eq!(load::Values::new(size).get(3, 9).len(), size);
+    }
 }
