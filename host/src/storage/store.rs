@@ -12,25 +12,29 @@ use crate::raftstore::traits::StoreError;
 
 /// Raft log entries at least this large (encoded) are kept in fjall's blob files
 /// (key-value separation), and only a pointer to each goes through the LSM tree. A log
-/// entry is written once and deleted a few thousand entries later
+/// entry is written once and deleted about a thousand entries later
 /// ([`crate::limits::LOG_RETAIN_ENTRIES`]), so in the tree's own tables it was flushed
 /// and then rewritten by every compaction it lived through; in a blob file it is
 /// written once, and the file is deleted whole when compaction has dropped the last
 /// pointer into it. The price is disk: a blob file is only freed once all of its
 /// entries are truncated (or rewritten once a quarter of it is dead), so the log's files
-/// hold more dead entries than the tables did. Measured together with
-/// [`KV_SEPARATION_THRESHOLD_BYTES`] (`bench/results/kv-separation-2026-12-02.txt`):
-/// 64-group 1 KiB writes 1.07x, CPU per write 0.89x, p99 0.74x; 16 B within noise.
+/// hold more dead entries than the tables did. Small entries stay in the tables: with
+/// 64 B here, 16 B writes (entries of about 100 B) lost about a tenth of their
+/// throughput at 64 groups, and with 512 B they are where they were without
+/// separation. Measured with [`KV_SEPARATION_THRESHOLD_BYTES`], values that differ
+/// from put to put (`bench/results/kv-separation-2026-12-06.txt`): 1 KiB writes 1.12x
+/// at 1 group and 0.97x at 64, p99 0.72x and 0.87x, CPU per write 0.95x and 0.98x.
 /// Applies to a database created with it: fjall keeps a keyspace's options from its
 /// creation.
-pub(crate) const LOG_SEPARATION_THRESHOLD_BYTES: u32 = 64;
+pub(crate) const LOG_SEPARATION_THRESHOLD_BYTES: u32 = 512;
 
 /// Plugin values at least this large are kept in blob files too, for the same reason at
 /// a smaller scale: a value overwritten or deleted is then not rewritten by every
-/// compaction until it is dropped, and a flush or compaction of 1 KiB values no longer
-/// holds up the writes behind it (added to the log's separation: 1 KiB write p99
-/// 0.63-0.69x, throughput 1.00-1.04x). Smaller values stay in the tables, where a read
-/// needs no second lookup. fjall's own default threshold.
+/// compaction until it is dropped, and a flush or compaction of 1 KiB values holds up
+/// the writes behind it less (added to the log's separation, with one value written by
+/// every put: 1 KiB write p99 0.63-0.69x, throughput 1.00-1.04x,
+/// `bench/results/kv-separation-2026-12-02.txt`). Smaller values stay in the tables,
+/// where a read needs no second lookup. fjall's own default threshold.
 pub(crate) const KV_SEPARATION_THRESHOLD_BYTES: u32 = 1024;
 
 /// The node's database. Cheap to clone (fjall handles are reference counted).
