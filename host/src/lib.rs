@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`ids`], [`limits`]: identifiers and every bound of the node, shared by all rooms.
+//! - [`splitmix`]: the one fixed pseudo-random function (entry seeds, simulation, bench).
 //! - [`metrics`]: the node's Prometheus registry and the in-memory metric handles the
 //!   rooms update (no IO but the `/metrics` HTTP endpoint in [`metrics::http`]).
 //! - [`raftstore`]: the multi-raft core (raft-rs peers, router, store loop, apply loop).
@@ -29,5 +30,6 @@ pub mod plugin;
 pub mod proto;
 pub mod raftstore;
 pub mod server;
+pub mod splitmix;
 pub mod storage;
 pub mod transport;

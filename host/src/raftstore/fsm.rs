@@ -29,13 +29,8 @@ pub struct EntryContext {
 impl EntryContext {
     /// The deterministic seed for `(group, index)`: splitmix64 over both.
     pub fn seed_for(group: GroupId, index: u64) -> u64 {
-        let mut z = group
-            .0
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            .wrapping_add(index);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        use crate::splitmix::{INCREMENT, finalize};
+        finalize(group.0.wrapping_mul(INCREMENT).wrapping_add(index))
     }
 }
 

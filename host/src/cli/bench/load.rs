@@ -12,6 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::Workload;
 use super::client::{Client, OpError};
+use crate::splitmix::SplitMix;
 
 /// Latencies are recorded in microseconds, up to a minute.
 const LATENCY_US_MAX: u64 = 60_000_000;
@@ -34,32 +35,20 @@ const VALUE_WINDOWS: usize = 1 << 20;
 impl Values {
     pub fn new(size: usize) -> Self {
         const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-        let mut state: u64 = 0x5eed_f107_111a_0005;
+        let mut rng = SplitMix::new(0x5eed_f107_111a_0005);
         let pool = (0..size + VALUE_WINDOWS)
-            .map(|_| {
-                let z = splitmix64(&mut state);
-                char::from(ALPHABET[(z % ALPHABET.len() as u64) as usize])
-            })
+            .map(|_| char::from(ALPHABET[(rng.next_u64() % ALPHABET.len() as u64) as usize]))
             .collect();
         Self { pool, size }
     }
 
     /// The value client `i` writes in its `n`th put: the same in every run.
     pub fn get(&self, i: usize, n: u64) -> &str {
-        let mut state = (i as u64).rotate_left(40) ^ n;
-        let at = (splitmix64(&mut state) % VALUE_WINDOWS as u64) as usize;
+        let pick = SplitMix::new((i as u64).rotate_left(40) ^ n).next_u64();
+        let at = (pick % VALUE_WINDOWS as u64) as usize;
         // The pool is ASCII, so every byte offset is a char boundary.
         &self.pool[at..at + self.size]
     }
-}
-
-/// One step of splitmix64: a fast, well-mixed pseudo-random sequence from any seed.
-fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// The key client `i` writes in its `n`th put.

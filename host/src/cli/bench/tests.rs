@@ -134,7 +134,7 @@ async fn etcd_writes_go_to_the_leader_and_errors_are_counted() {
         .await
         .expect("setup");
     assert_eq!(s.leader.as_deref(), Some(endpoints[1].as_str()));
-    let values = std::sync::Arc::new(load::Values::new(16));
+    let values = Arc::new(load::Values::new(16));
     let o = load::run(
         s.clients,
         Workload::Write,
@@ -188,7 +188,7 @@ async fn etcd_reads_find_the_preloaded_keys() {
     let s = etcd::setup(&endpoints, 1, 3, EtcdRoute::Spread)
         .await
         .expect("no error");
-    let clients = load::preload(s.clients, 4, &std::sync::Arc::new(load::Values::new(3)))
+    let clients = load::preload(s.clients, 4, &Arc::new(load::Values::new(3)))
         .await
         .expect("preload");
     assert_eq!(store.kv.lock().len(), 12);
@@ -208,8 +208,8 @@ async fn etcd_reads_find_the_preloaded_keys() {
 }
 
 /// Values for a read run, which writes none.
-fn no_values() -> std::sync::Arc<load::Values> {
-    std::sync::Arc::new(load::Values::new(0))
+fn no_values() -> Arc<load::Values> {
+    Arc::new(load::Values::new(0))
 }
 
 /// The bench's values have the asked size, need no escaping in JSON, are the same in

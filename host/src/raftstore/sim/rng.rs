@@ -3,7 +3,9 @@
 //! streams (network, clients, faults) are forked from the seed so that, say, an extra
 //! fault draw does not shift every network delay after it.
 
-/// A splitmix64 generator.
+use crate::splitmix::{INCREMENT, finalize};
+
+/// A splitmix64 generator ([`crate::splitmix`]) with the draws the simulation needs.
 #[derive(Clone, Debug)]
 pub struct Rng(u64);
 
@@ -18,7 +20,7 @@ impl Rng {
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        self.0 = self.0.wrapping_add(INCREMENT);
         finalize(self.0)
     }
 
@@ -43,15 +45,9 @@ impl Rng {
     }
 }
 
-fn finalize(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// Hashes two words into one (for values derived from state, not drawn from a stream).
 pub fn mix(a: u64, b: u64) -> u64 {
-    finalize(a ^ finalize(b.wrapping_add(0x9E37_79B9_7F4A_7C15)))
+    finalize(a ^ finalize(b.wrapping_add(INCREMENT)))
 }
 
 /// FNV-1a over bytes: the trace hash and state hashes (stable across Rust versions,
