@@ -42,7 +42,8 @@ async fn acknowledged_writes_survive_kill9() -> anyhow::Result<()> {
         .as_u64()
         .ok_or_else(|| anyhow::anyhow!("no group id"))?;
 
-    // 1,000 writes from 16 concurrent clients; remember what was acknowledged.
+    // 1,000 writes from 16 concurrent clients, half of them blind (`set`); remember what
+    // was acknowledged.
     let acked = Arc::new(Mutex::new(BTreeMap::new()));
     let mut tasks = Vec::new();
     for w in 0..16u32 {
@@ -51,7 +52,18 @@ async fn acknowledged_writes_survive_kill9() -> anyhow::Result<()> {
         tasks.push(tokio::spawn(async move {
             for n in (w..1000).step_by(16) {
                 let (key, value) = (format!("key-{n}"), format!("value-{n}"));
-                propose(&mut c, group, &json!({"put": {"key": key, "value": value}})).await?;
+                let verb = if n % 2 == 0 { "put" } else { "set" };
+                let (_, output) = propose(
+                    &mut c,
+                    group,
+                    &json!({(verb): {"key": key, "value": value}}),
+                )
+                .await?;
+                assert_eq!(
+                    output,
+                    serde_json::Value::Null,
+                    "{verb} of the new key {key}"
+                );
                 acked.lock().await.insert(key, value);
             }
             anyhow::Ok(())

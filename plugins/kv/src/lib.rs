@@ -5,6 +5,9 @@
 //!
 //! Commands (output: the key's previous value, a string or `null`):
 //! - `{"put":{"key":"a","value":"1"}}` sets `a` to `1`.
+//! - `{"set":{"key":"a","value":"1"}}` sets `a` to `1` without reading it first, and
+//!   answers `null` whatever `a` held: a blind write, like etcd's Put without `prev_kv`,
+//!   for writers that do not need the previous value (it saves a store lookup).
 //! - `{"delete":{"key":"a"}}` removes `a`.
 //! - `{"cas":{"key":"a","expected":"1","new":"2"}}` sets `a` to `2` only if it is `1`.
 //!   `expected: null` (or omitted) means "must be absent", `new: null` (or omitted)
@@ -45,6 +48,14 @@ pub enum Command {
         /// The value to store (`None`: delete).
         #[serde(default)]
         new: Option<String>,
+    },
+    /// Set `key` to `value` without reading the previous value; the output is `None`.
+    /// Last, so that the binary codec's variant numbers of the others stay as they were.
+    Set {
+        /// The key.
+        key: String,
+        /// The new value.
+        value: String,
     },
 }
 
@@ -125,6 +136,10 @@ impl StateMachine for Kv {
 
     fn apply(_ctx: &ApplyContext, command: Command) -> Result<Option<String>, Rejection> {
         let (key, new) = match &command {
+            Command::Set { key, value } => {
+                write(key, Some(value));
+                return Ok(None);
+            }
             Command::Put { key, value } => (key, Some(value.as_str())),
             Command::Delete { key } => (key, None),
             Command::Cas { key, new, .. } => (key, new.as_deref()),

@@ -25,6 +25,47 @@ fn put_get_delete_return_previous_values() -> Result<(), CommandError> {
 }
 
 #[test]
+fn set_writes_without_reading_the_previous_value() -> Result<(), CommandError> {
+    reset();
+    assert_eq!(apply(r#"{"set":{"key":"a","value":"1"}}"#)?, "null");
+    assert_eq!(apply(r#"{"set":{"key":"a","value":"2"}}"#)?, "null");
+    assert_eq!(query(r#"{"get":{"key":"a"}}"#)?, r#"{"value":"2"}"#);
+    // A stored value that is not UTF-8 makes every command that reads it fail; `set`
+    // replaces it, which shows it did not read it.
+    flotilla_sdk::kv::put(b"raw", &[0xff, 0xfe]);
+    let put = apply(r#"{"put":{"key":"raw","value":"x"}}"#);
+    assert!(matches!(put, Err(CommandError::Rejected(_))), "{put:?}");
+    assert_eq!(apply(r#"{"set":{"key":"raw","value":"x"}}"#)?, "null");
+    assert_eq!(query(r#"{"get":{"key":"raw"}}"#)?, r#"{"value":"x"}"#);
+    Ok(())
+}
+
+#[test]
+fn binary_codec_keeps_the_variant_numbers_of_older_commands() -> Result<(), CommandError> {
+    // Entries already in a log were encoded before `set` existed: put, delete and cas
+    // must keep their postcard variant numbers 0, 1 and 2.
+    let put = Command::Put {
+        key: "k".into(),
+        value: "v".into(),
+    };
+    let delete = Command::Delete { key: "k".into() };
+    let cas = Command::Cas {
+        key: "k".into(),
+        expected: None,
+        new: None,
+    };
+    let set = Command::Set {
+        key: "k".into(),
+        value: "v".into(),
+    };
+    for (cmd, variant) in [(put, 0u8), (delete, 1), (cas, 2), (set, 3)] {
+        let bytes = encode_binary(&cmd).map_err(inv)?;
+        assert_eq!(bytes.get(1), Some(&variant), "{cmd:?}");
+    }
+    Ok(())
+}
+
+#[test]
 fn cas_checks_the_current_value() -> Result<(), CommandError> {
     reset();
     assert_eq!(apply(r#"{"cas":{"key":"k","new":"1"}}"#)?, "null");

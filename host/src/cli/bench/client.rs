@@ -1,5 +1,8 @@
 //! One benchmark client's connection to the system under test, and the two operations
 //! the workloads need: a put and a linearizable get of one key.
+//!
+//! A Flotilla put is the `kv` plugin's `set`, which does not read or answer the previous
+//! value, as etcd's Put without `prev_kv` (what the etcd side sends) does not.
 
 use tonic::transport::Channel;
 
@@ -54,7 +57,7 @@ impl Client {
     pub async fn put(&mut self, key: &str, value: &str) -> Result<(), OpError> {
         let put = |group: u64| ProposeRequest {
             group_id: group,
-            command: format!(r#"{{"put":{{"key":"{key}","value":"{value}"}}}}"#).into_bytes(),
+            command: format!(r#"{{"set":{{"key":"{key}","value":"{value}"}}}}"#).into_bytes(),
             request_id: String::new(),
         };
         match self {
