@@ -231,6 +231,8 @@ async fn log_compaction_on_fjall_survives_restart() {
 struct LocalNet {
     nodes: parking_lot::RwLock<std::collections::HashMap<NodeId, RaftStore>>,
     down: parking_lot::RwLock<std::collections::HashSet<NodeId>>,
+    /// Appends sent without entries: raft's commit broadcasts (and probes).
+    empty_appends: std::sync::atomic::AtomicU64,
 }
 
 struct LocalTransport {
@@ -246,6 +248,13 @@ impl super::transport::Transport for LocalTransport {
         }
         let nodes = self.net.nodes.read();
         for m in msgs {
+            if m.msg.get_msg_type() == raft::eraftpb::MessageType::MsgAppend
+                && m.msg.entries.is_empty()
+            {
+                self.net
+                    .empty_appends
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             if down.contains(&m.to_node) {
                 continue;
             }
@@ -344,6 +353,47 @@ async fn applied_value(store: &RaftStore, g: GroupId, min_index: u64) -> i64 {
         store.node(),
         store.applied(g)
     );
+}
+
+/// A leader does not broadcast an append that only carries a new commit index (it would
+/// double the messages per entry): followers learn it from the next append, or, once
+/// proposals stop, from the next heartbeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_learn_commits_without_commit_only_appends() {
+    let net = Arc::new(LocalNet::default());
+    let mems: Vec<Arc<MemStore>> = (0..3).map(|_| Arc::new(MemStore::default())).collect();
+    let (n1, t1) = start_node(1, &mems[0], &net);
+    let (n2, t2) = start_node(2, &mems[1], &net);
+    let (n3, t3) = start_node(3, &mems[2], &net);
+    let g = GroupId(9);
+    let all = [&n1, &n2, &n3];
+    start_group(&all, g).await;
+    let first = propose_until_ok(&all, g, b"1").await;
+    for n in all {
+        assert_eq!(applied_value(n, g, first).await, 1);
+    }
+    let leader = leader_of(&all, g).await;
+    let before = net.empty_appends.load(std::sync::atomic::Ordering::Relaxed);
+    let mut last = first;
+    for _ in 0..50 {
+        last = leader
+            .propose(g, b"1".to_vec(), String::new())
+            .await
+            .expect("propose")
+            .index;
+    }
+    let sent = net.empty_appends.load(std::sync::atomic::Ordering::Relaxed) - before;
+    // With the broadcast, each of the 50 commits sends one to each follower: 100.
+    assert!(sent < 10, "{sent} appends without entries for 50 proposals");
+    for n in all {
+        assert_eq!(applied_value(n, g, last).await, 51, "node {}", n.node());
+    }
+    for n in all {
+        n.shutdown();
+    }
+    for t in [t1, t2, t3] {
+        t.join();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
