@@ -293,6 +293,14 @@ fn start_node(
     (store, threads)
 }
 
+/// Nodes 1-3 on `net`, each over a fresh in-memory store.
+fn start_three(net: &Arc<LocalNet>) -> ([RaftStore; 3], [super::StoreThreads; 3]) {
+    let (n1, t1) = start_node(1, &Arc::new(MemStore::default()), net);
+    let (n2, t2) = start_node(2, &Arc::new(MemStore::default()), net);
+    let (n3, t3) = start_node(3, &Arc::new(MemStore::default()), net);
+    ([n1, n2, n3], [t1, t2, t3])
+}
+
 /// Starts `g` with one voter on each of `nodes` (peer seq 1); the first campaigns.
 async fn start_group(nodes: &[&RaftStore], g: GroupId) {
     let peers: Vec<PeerId> = nodes.iter().map(|n| PeerId::compose(1, n.node())).collect();
@@ -361,10 +369,7 @@ async fn applied_value(store: &RaftStore, g: GroupId, min_index: u64) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followers_learn_commits_without_commit_only_appends() {
     let net = Arc::new(LocalNet::default());
-    let mems: Vec<Arc<MemStore>> = (0..3).map(|_| Arc::new(MemStore::default())).collect();
-    let (n1, t1) = start_node(1, &mems[0], &net);
-    let (n2, t2) = start_node(2, &mems[1], &net);
-    let (n3, t3) = start_node(3, &mems[2], &net);
+    let ([n1, n2, n3], [t1, t2, t3]) = start_three(&net);
     let g = GroupId(9);
     let all = [&n1, &n2, &n3];
     start_group(&all, g).await;
@@ -549,10 +554,7 @@ async fn all_hibernating(nodes: &[&RaftStore], g: GroupId) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_groups_hibernate_wake_on_demand_keep_leases_safe_and_fail_over() {
     let net = Arc::new(LocalNet::default());
-    let mems: Vec<Arc<MemStore>> = (0..3).map(|_| Arc::new(MemStore::default())).collect();
-    let (n1, t1) = start_node(1, &mems[0], &net);
-    let (n2, t2) = start_node(2, &mems[1], &net);
-    let (n3, t3) = start_node(3, &mems[2], &net);
+    let ([n1, n2, n3], [t1, t2, t3]) = start_three(&net);
     let g = GroupId(9);
     start_group(&[&n1, &n2, &n3], g).await;
     let all = [&n1, &n2, &n3];
