@@ -3,6 +3,9 @@
 //! `KvView`), so the difference is what the sandbox costs: a fresh instance per entry,
 //! fuel metering, and copying across the component boundary.
 //!
+//! A third case, `wasm-binary`, sends the plugin the same puts in the SDK's binary codec
+//! instead of JSON: the difference is what decoding JSON costs inside the sandbox.
+//!
 //! `cargo bench -p flotilla --bench apply`
 
 use std::sync::Arc;
@@ -56,6 +59,18 @@ impl StateMachineHost for NativeKv {
     }
 }
 
+/// The kv plugin's `put` in the SDK's binary codec: the `0x00` tag, then postcard (the
+/// variant number, 0, then each string as its varint length and bytes).
+fn put_binary(key: &str, value: &str) -> Vec<u8> {
+    let mut out = vec![0x00, 0x00];
+    for s in [key, value] {
+        let len = u8::try_from(s.len()).ok().filter(|n| *n < 0x80);
+        out.push(len.expect("a one-byte varint length"));
+        out.extend_from_slice(s.as_bytes());
+    }
+    out
+}
+
 fn bench(c: &mut Criterion) {
     let cache = tempfile::tempdir().expect("tempdir");
     let runtime = PluginRuntime::new(cache.path().to_path_buf()).expect("runtime");
@@ -64,17 +79,21 @@ fn bench(c: &mut Criterion) {
         .load(digest, flotilla::examples::KV)
         .expect("load kv");
     let reader = Arc::new(MemKv::default());
-    let hosts: [(&str, &dyn StateMachineHost); 2] = [("wasm", &runtime), ("native", &NativeKv)];
+    let json =
+        |i: usize| format!(r#"{{"put":{{"key":"k{i}","value":"0123456789abcdef"}}}}"#).into_bytes();
+    let binary = |i: usize| put_binary(&format!("k{i}"), "0123456789abcdef");
+    type Encode<'a> = &'a dyn Fn(usize) -> Vec<u8>;
+    let hosts: [(&str, &dyn StateMachineHost, Encode); 3] = [
+        ("wasm", &runtime, &json),
+        ("wasm-binary", &runtime, &binary),
+        ("native", &NativeKv, &json),
+    ];
     let mut group = c.benchmark_group("apply_entry");
     for commands_per_entry in [1usize, 64] {
-        let cmds: Vec<Vec<u8>> = (0..commands_per_entry)
-            .map(|i| {
-                format!(r#"{{"put":{{"key":"k{i}","value":"0123456789abcdef"}}}}"#).into_bytes()
-            })
-            .collect();
-        let refs: Vec<&[u8]> = cmds.iter().map(Vec::as_slice).collect();
         group.throughput(Throughput::Elements(commands_per_entry as u64));
-        for (name, host) in hosts {
+        for (name, host, encode) in hosts {
+            let cmds: Vec<Vec<u8>> = (0..commands_per_entry).map(encode).collect();
+            let refs: Vec<&[u8]> = cmds.iter().map(Vec::as_slice).collect();
             group.bench_with_input(
                 BenchmarkId::new(name, commands_per_entry),
                 &refs,
