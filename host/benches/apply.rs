@@ -21,7 +21,9 @@ use flotilla::raftstore::mem_kv::MemKv;
 /// The kv plugin's `put`, written natively against the same KV view.
 struct NativeKv;
 
-#[derive(serde::Deserialize)]
+/// The kv plugin's commands as far as the bench sends them: `Put` is also variant 0 of
+/// the plugin's own enum, so the binary codec encodes it the same way.
+#[derive(serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 enum Cmd {
     Put { key: String, value: String },
@@ -59,18 +61,6 @@ impl StateMachineHost for NativeKv {
     }
 }
 
-/// The kv plugin's `put` in the SDK's binary codec: the `0x00` tag, then postcard (the
-/// variant number, 0, then each string as its varint length and bytes).
-fn put_binary(key: &str, value: &str) -> Vec<u8> {
-    let mut out = vec![0x00, 0x00];
-    for s in [key, value] {
-        let len = u8::try_from(s.len()).ok().filter(|n| *n < 0x80);
-        out.push(len.expect("a one-byte varint length"));
-        out.extend_from_slice(s.as_bytes());
-    }
-    out
-}
-
 fn bench(c: &mut Criterion) {
     let cache = tempfile::tempdir().expect("tempdir");
     let runtime = PluginRuntime::new(cache.path().to_path_buf()).expect("runtime");
@@ -81,7 +71,13 @@ fn bench(c: &mut Criterion) {
     let reader = Arc::new(MemKv::default());
     let json =
         |i: usize| format!(r#"{{"put":{{"key":"k{i}","value":"0123456789abcdef"}}}}"#).into_bytes();
-    let binary = |i: usize| put_binary(&format!("k{i}"), "0123456789abcdef");
+    let binary = |i: usize| {
+        let put = Cmd::Put {
+            key: format!("k{i}"),
+            value: "0123456789abcdef".into(),
+        };
+        flotilla_sdk::encode_binary(&put).expect("a put encodes")
+    };
     type Encode<'a> = &'a dyn Fn(usize) -> Vec<u8>;
     let hosts: [(&str, &dyn StateMachineHost, Encode); 3] = [
         ("wasm", &runtime, &json),

@@ -3,25 +3,24 @@
 //! streams (network, clients, faults) are forked from the seed so that, say, an extra
 //! fault draw does not shift every network delay after it.
 
-use crate::splitmix::{INCREMENT, finalize};
+use crate::splitmix::{INCREMENT, SplitMix, finalize};
 
 /// A splitmix64 generator ([`crate::splitmix`]) with the draws the simulation needs.
 #[derive(Clone, Debug)]
-pub struct Rng(u64);
+pub struct Rng(SplitMix);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Self(seed)
+        Self(SplitMix::new(seed))
     }
 
     /// An independent stream derived from this seed and `label`.
     pub fn stream(seed: u64, label: u64) -> Self {
-        Self(mix(seed, label))
+        Self::new(mix(seed, label))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(INCREMENT);
-        finalize(self.0)
+        self.0.next_u64()
     }
 
     /// Uniform in `[0, n)` (0 when `n` is 0); the modulo bias is irrelevant here.
