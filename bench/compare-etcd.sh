@@ -13,9 +13,12 @@
 # the same closed-loop clients, their requests multiplexed on one `Batch` stream per
 # connection, as TiKV's client does; systems named flotilla-*-batch).
 # Reads are of keys each client wrote just before (etcd: Range serializable=false;
-# Flotilla: Query LINEARIZABLE, i.e. ReadIndex). Then it prints the medians across runs
-# (ops/s, p50, p99), the Flotilla/etcd ratios, the issue's targets as measured, and
-# every run's numbers.
+# Flotilla: Query LINEARIZABLE, i.e. ReadIndex). Each case also records the CPU time
+# (user + system) of the measured system's three server processes and of the load
+# generator, per operation, and the server cores it kept busy: on a machine whose cores
+# both systems can fill, the ratio of CPU per operation is what bounds the ratio of
+# throughput. Then it prints the medians across runs (ops/s, p50, p99, CPU), the
+# Flotilla/etcd ratios, the issue's targets as measured, and every run's numbers.
 #
 # Usage: bench/compare-etcd.sh            (about 16 minutes: RUNS=3, DURATION=5s)
 #        QUICK=1 bench/compare-etcd.sh    (one run of 2 s cases, a smoke test)
@@ -44,6 +47,8 @@ ETCD_PORT=${ETCD_PORT:-23790}
 FLOTILLA_PORT=${FLOTILLA_PORT:-7730}
 
 PIDS=()
+ETCD_PIDS=()
+FLOTILLA_PIDS=()
 WORK=$(mktemp -d "${WORKDIR:-${TMPDIR:-/tmp}}/compare-etcd.XXXXXX")
 cleanup() {
   local p
@@ -54,6 +59,16 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+# cpu_ticks PID...: user+system CPU of the processes, in clock ticks.
+cpu_ticks() {
+  local p sum=0
+  for p in "$@"; do sum=$((sum + $(awk '{print $14+$15}' "/proc/$p/stat"))); done
+  echo $sum
+}
+# children_ticks: user+system CPU of this shell's finished children (the load generator
+# once its command substitution has returned), in clock ticks.
+children_ticks() { awk '{print $16+$17}' "/proc/$$/stat"; }
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -91,6 +106,7 @@ start_etcd() {
       --quota-backend-bytes $((8 * 1024 * 1024 * 1024)) \
       --logger zap --log-level warn >"$WORK/etcd-$i.log" 2>&1 &
     PIDS+=($!)
+    ETCD_PIDS+=($!)
   done
   for _ in $(seq 200); do
     curl -fsS "http://127.0.0.1:$((ETCD_PORT + 1))/health" 2>/dev/null | grep -q '"health":"true"' && return
@@ -108,6 +124,7 @@ start_flotilla() {
     "$F" server --id $i --listen "127.0.0.1:$a" --data-dir "$WORK/flotilla-$i" \
       --initial-cluster "$ic" >"$WORK/flotilla-$i.log" 2>&1 &
     PIDS+=($!)
+    FLOTILLA_PIDS+=($!)
   done
   for _ in $(seq 200); do
     "$F" cluster status --endpoint "127.0.0.1:$((FLOTILLA_PORT + 1))" >/dev/null 2>&1 && return
@@ -119,19 +136,27 @@ start_flotilla() {
 # One case: `bench_case RUN SYSTEM WORKLOAD VALUE CLIENTS` appends one JSON line (or a
 # failure record) to results.jsonl and prints a one-line summary.
 bench_case() {
-  local run=$1 system=$2 workload=$3 value=$4 clients=$5 args out
+  local run=$1 system=$2 workload=$3 value=$4 clients=$5 args out servers
   case $system in
-    etcd) args=(--target etcd --endpoints "$ETCD_ENDPOINTS") ;;
-    flotilla-1g*) args=(--endpoint "$FLOTILLA_ENDPOINT" --groups 1) ;;
-    flotilla-*) args=(--endpoint "$FLOTILLA_ENDPOINT" --groups "$MANY_GROUPS") ;;
+    etcd) args=(--target etcd --endpoints "$ETCD_ENDPOINTS"); servers=("${ETCD_PIDS[@]}") ;;
+    flotilla-1g*) args=(--endpoint "$FLOTILLA_ENDPOINT" --groups 1); servers=("${FLOTILLA_PIDS[@]}") ;;
+    flotilla-*) args=(--endpoint "$FLOTILLA_ENDPOINT" --groups "$MANY_GROUPS"); servers=("${FLOTILLA_PIDS[@]}") ;;
   esac
   case $system in *-batch) args+=(--api batch) ;; esac
+  local s0 g0 s1 g1
+  s0=$(cpu_ticks "${servers[@]}"); g0=$(children_ticks)
   if out=$("$F" bench "${args[@]}" --workload "$workload" --value-size "$value" \
       --clients "$clients" --connections "$CONNECTIONS" --duration "$DURATION" --output json \
       2>"$WORK/bench.err"); then
-    jq -c --argjson run "$run" --arg system "$system" '. + {run: $run, system: $system}' \
+    g1=$(children_ticks); s1=$(cpu_ticks "${servers[@]}")
+    jq -c --argjson run "$run" --arg system "$system" --argjson tck "$(getconf CLK_TCK)" \
+      --argjson server "$((s1 - s0))" --argjson generator "$((g1 - g0))" \
+      '. + {run: $run, system: $system,
+            server_cpu_us_per_op: ($server / $tck * 1e6 / ([.ops, 1] | max)),
+            server_cores_busy: ($server / $tck / .duration_s),
+            generator_cpu_us_per_op: ($generator / $tck * 1e6 / ([.ops, 1] | max))}' \
       <<<"$out" | tee -a "$WORK/results.jsonl" |
-      jq -r '"run \(.run)  \(.workload) \(.value_size) B  \(.clients) clients  \(.system | . + "                  " | .[:18]) \(.ops_per_s | floor) ops/s  p50 \(.p50_ms) ms  p99 \(.p99_ms) ms  errors \(.errors)"'
+      jq -r '"run \(.run)  \(.workload) \(.value_size) B  \(.clients) clients  \(.system | . + "                  " | .[:18]) \(.ops_per_s | floor) ops/s  p50 \(.p50_ms) ms  p99 \(.p99_ms) ms  errors \(.errors)  server CPU \(.server_cpu_us_per_op | floor) us/op on \(.server_cores_busy * 100 | floor / 100) cores"'
   else
     local msg; msg=$(tail -1 "$WORK/bench.err")
     jq -nc --argjson run "$run" --arg system "$system" --arg workload "$workload" \

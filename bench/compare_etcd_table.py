@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Tables for bench/compare-etcd.sh: reads the JSON lines the script collected (one
 `flotilla bench --output json` object per case, plus "run" and "system") and prints the
-per-run numbers, the medians across runs with Flotilla/etcd ratios, and the issue's
-targets as measured. `--self-test` checks the arithmetic on made-up numbers."""
+per-run numbers, the medians across runs with Flotilla/etcd ratios, the CPU each system
+spent per operation (where the script recorded it), and the issue's targets as measured. `--self-test` checks the arithmetic on made-up numbers."""
 
 import json
 import statistics
@@ -47,6 +47,9 @@ def medians(rows):
             "ops_per_s": median([r["ops_per_s"] for r in ok]),
             "p50_ms": median([r["p50_ms"] for r in ok]),
             "p99_ms": median([r["p99_ms"] for r in ok]),
+            "cpu_us": median([r.get("server_cpu_us_per_op") for r in ok]),
+            "cores": median([r.get("server_cores_busy") for r in ok]),
+            "gen_us": median([r.get("generator_cpu_us_per_op") for r in ok]),
             "errors": sum(r.get("errors", 0) for r in ok),
             "runs": len(ok),
             "failed": len(rs) - len(ok),
@@ -83,6 +86,25 @@ def median_table(m):
                 "" if is_base else fmt(ratio(d["ops_per_s"], base and base["ops_per_s"]), ".2f"),
                 "" if is_base else fmt(ratio(d["p99_ms"], base and base["p99_ms"]), ".2f"),
                 d["errors"], f'{d["runs"]}' + (f' ({d["failed"]} failed)' if d["failed"] else ""),
+            ])
+    return table(header, rows)
+
+
+def cpu_table(m):
+    """Server CPU (user + system, the three processes of the system measured) per
+    operation, its ratio to etcd's (below 1: Flotilla spent less), the server cores kept
+    busy, and the load generator's CPU per operation."""
+    header = ["workload", "value", "clients", "system", "server CPU us/op",
+              "CPU/op / etcd", "server cores busy", "generator us/op"]
+    rows = []
+    for (w, v, c) in cases(m):
+        base = m.get((w, v, c, "etcd"))
+        for s in sorted({k[3] for k in m if k[:3] == (w, v, c)}, key=system_order):
+            d = m[(w, v, c, s)]
+            rows.append([
+                w, f"{v} B", c, s, fmt(d["cpu_us"], ".1f"),
+                "" if s == "etcd" else fmt(ratio(d["cpu_us"], base and base["cpu_us"]), ".2f"),
+                fmt(d["cores"], ".2f"), fmt(d["gen_us"], ".1f"),
             ])
     return table(header, rows)
 
@@ -141,18 +163,21 @@ def targets(m):
 
 def report(rows):
     m = medians(rows)
-    return "\n\n".join([
-        "== medians across runs (ratios are Flotilla median / etcd median) ==\n" + median_table(m),
-        "== targets (issue 5), at 256 clients ==\n" + targets(m),
-        "== every run ==\n" + per_run_table(rows),
-    ])
+    parts = ["== medians across runs (ratios are Flotilla median / etcd median) ==\n"
+             + median_table(m)]
+    if any(d["cpu_us"] is not None for d in m.values()):
+        parts.append("== CPU per operation, medians across runs ==\n" + cpu_table(m))
+    parts += ["== targets (issue 5), at 256 clients ==\n" + targets(m),
+              "== every run ==\n" + per_run_table(rows)]
+    return "\n\n".join(parts)
 
 
 def self_test():
     def row(run, system, ops, p99, workload="write", errors=0):
         return {"run": run, "system": system, "workload": workload, "value_size": 16,
                 "clients": 256, "ops_per_s": ops, "p50_ms": p99 / 2, "p99_ms": p99,
-                "p999_ms": p99 * 2, "errors": errors}
+                "p999_ms": p99 * 2, "errors": errors, "server_cpu_us_per_op": 1e6 / ops,
+                "server_cores_busy": 1.5, "generator_cpu_us_per_op": 2.0}
     rows = [row(1, "etcd", 100, 10), row(2, "etcd", 300, 30), row(3, "etcd", 200, 20),
             row(1, "flotilla-64g", 1000, 5), row(2, "flotilla-64g", 900, 50, errors=2),
             row(3, "flotilla-64g", 1100, 8),
@@ -179,7 +204,15 @@ def self_test():
                   key=system_order) == ["etcd", "flotilla-1g", "flotilla-1g-batch", "flotilla-64g"]
     text = report(rows)
     assert "FAILED" in text and "5.00" in text and "0.40" in text, text
-    print("compare_etcd_table self-test: 9 passed, 0 failed")
+    # CPU per op: etcd's median is 1e6/200 = 5000 us, flotilla-64g's 1e6/1000 = 1000 us.
+    assert m[("write", 16, 256, "etcd")]["cpu_us"] == 5000
+    cpu = cpu_table(m)
+    row64 = [line.split() for line in cpu.splitlines() if " flotilla-64g " in line + " "]
+    assert row64 == [["write", "16", "B", "256", "flotilla-64g", "1000.0", "0.20", "1.50", "2.0"]], cpu
+    assert "== CPU per operation" in text
+    old = [{k: v for k, v in r.items() if not k.startswith(("server_", "generator_"))} for r in rows]
+    assert "== CPU per operation" not in report(old)
+    print("compare_etcd_table self-test: 12 passed, 0 failed")
 
 
 if __name__ == "__main__":
