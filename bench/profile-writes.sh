@@ -6,12 +6,14 @@
 #
 #   bench/profile-writes.sh BINARY OUTDIR        (RAFT_GROUPS=64 VALUE_SIZE=16 CLIENTS=256 API=unary)
 #
+# WORKLOAD=read profiles linearizable reads of preloaded keys instead of writes.
+#
 # Needs `perf` (Debian: linux-perf) and permission to profile the node processes.
 # OUTDIR gets perf.data, script.txt (perf script), shares.txt and the bench JSON.
 set -euo pipefail
 BIN=$1; OUT=$2
 RAFT_GROUPS=${RAFT_GROUPS:-64}; VALUE_SIZE=${VALUE_SIZE:-16}; CLIENTS=${CLIENTS:-256}; PORT=${PORT:-7790}
-API=${API:-unary}
+API=${API:-unary}; WORKLOAD=${WORKLOAD:-write}
 command -v perf >/dev/null || { echo "profile-writes: perf is not installed (apt-get install linux-perf)" >&2; exit 2; }
 python3 "$(dirname "$0")/perf_shares.py" --self-test >/dev/null
 mkdir -p "$OUT"
@@ -23,7 +25,7 @@ pids=("${NODE_PIDS[@]}")
 bench() { # duration json-out [command prefix...]
   local duration=$1 json=$2; shift 2
   "$@" "$BIN" bench --endpoint 127.0.0.1:$PORT --clients "$CLIENTS" --groups "$RAFT_GROUPS" --duration "$duration" \
-    --value-size "$VALUE_SIZE" --api "$API" --output json >"$json"
+    --value-size "$VALUE_SIZE" --api "$API" --workload "$WORKLOAD" --output json >"$json"
 }
 before=$(cpu_ticks "${pids[@]}")
 bench 8s "$OUT/bench.json" /usr/bin/time -f "%U %S" -o "$WORK/gen-time"
