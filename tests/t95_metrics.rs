@@ -39,14 +39,39 @@ fn must(body: &str, series: &str) -> anyhow::Result<f64> {
 }
 
 async fn node_with_metrics() -> anyhow::Result<(NodeProcess, String)> {
+    node_with_metrics_and(&[]).await
+}
+
+/// A node serving metrics, started with `extra` server flags too.
+async fn node_with_metrics_and(extra: &[&str]) -> anyhow::Result<(NodeProcess, String)> {
     let metrics = format!("127.0.0.1:{}", free_port());
-    let mut node = NodeProcess::unstarted(
-        BIN,
-        format!("127.0.0.1:{}", free_port()),
-        vec!["--metrics-listen".into(), metrics.clone()],
-    )?;
+    let mut args = vec!["--metrics-listen".to_string(), metrics.clone()];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let mut node = NodeProcess::unstarted(BIN, format!("127.0.0.1:{}", free_port()), args)?;
     node.restart().await?;
     Ok((node, metrics))
+}
+
+/// `--worker-threads N` sizes the node's runtime (a count no machine defaults to here),
+/// and the node serves writes on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_threads_flag_sizes_the_node_runtime() -> anyhow::Result<()> {
+    let (node, metrics) = node_with_metrics_and(&["--worker-threads", "7"]).await?;
+    let (_, _, body) = http_get(&metrics, "/metrics").await?;
+    assert_eq!(must(&body, "flotilla_runtime_workers")?, 7.0, "{body}");
+    node.deploy("kv", flotilla::examples::KV).await?;
+    let group = node.create_group("kv").await?;
+    let mut c = node.client().await?;
+    propose(&mut c, group, &json!({"set": {"key": "k", "value": "v"}})).await?;
+    let got = query(
+        &mut c,
+        group,
+        &json!({"get": {"key": "k"}}),
+        ReadConsistency::Linearizable,
+    )
+    .await?;
+    assert_eq!(got, json!({"value": "v"}));
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

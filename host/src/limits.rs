@@ -37,6 +37,8 @@ pub const QUERY_BATCH_MAX: usize = 256;
 /// Threads answering reads in the plugin (more than one, so one slow query does not
 /// hold up every read).
 pub const QUERY_THREADS: usize = 4;
+/// Worker threads a node's async runtime may be given (`flotilla server --worker-threads`).
+pub const WORKER_THREADS_MAX: usize = 256;
 /// Entries kept in a group's raft log after they are applied (compaction keeps the
 /// log from growing without bound).
 pub const LOG_RETAIN_ENTRIES: u64 = 1024;

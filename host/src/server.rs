@@ -267,6 +267,10 @@ impl Server {
             None => None,
         };
         let mut metrics = NodeMetrics::new();
+        let workers = tokio::runtime::Handle::current().metrics().num_workers();
+        metrics
+            .runtime_workers
+            .set(i64::try_from(workers).unwrap_or(i64::MAX));
         let store = Store::open_with(&config.data_dir.join("db"), config.storage_threads)
             .map_err(|e| ServerError::Storage(e.to_string()))?;
         let plugins = Arc::new(

@@ -45,14 +45,28 @@ pub struct ServerArgs {
     #[arg(long, default_value_t = crate::limits::STORAGE_THREADS_DEFAULT,
           value_parser = parse_storage_threads)]
     pub storage_threads: usize,
+    /// Worker threads of the node's async runtime, which serves client and admin gRPC
+    /// and the raft transport (1 to 256; default: one per core). Nodes that share a
+    /// machine can each be given their share of its cores: three nodes on 2 cores with
+    /// one worker each spent 1-7% less CPU per operation than with two each (issue 5's
+    /// note).
+    #[arg(long, value_parser = parse_worker_threads)]
+    pub worker_threads: Option<usize>,
 }
 
-fn parse_storage_threads(s: &str) -> Result<usize, String> {
-    let max = crate::limits::STORAGE_THREADS_MAX;
+fn parse_thread_count(s: &str, max: usize) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n) if (1..=max).contains(&n) => Ok(n),
         _ => Err(format!("{s:?} is not a thread count from 1 to {max}")),
     }
+}
+
+fn parse_worker_threads(s: &str) -> Result<usize, String> {
+    parse_thread_count(s, crate::limits::WORKER_THREADS_MAX)
+}
+
+fn parse_storage_threads(s: &str) -> Result<usize, String> {
+    parse_thread_count(s, crate::limits::STORAGE_THREADS_MAX)
 }
 
 fn parse_member(s: &str) -> Result<(u64, String), String> {
@@ -215,6 +229,8 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             consistency_check_interval: None,
             metrics_listen: metrics_addr(i),
             storage_threads: crate::limits::STORAGE_THREADS_DEFAULT,
+            // The nodes share this process's runtime.
+            worker_threads: None,
         };
         let server = start(&server_args).await?;
         if let Some(m) = server.metrics_addr() {
@@ -320,7 +336,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_storage_threads;
+    use super::{parse_storage_threads, parse_worker_threads};
 
     #[test]
     fn storage_threads_must_be_a_count_within_the_limit() {
@@ -329,6 +345,19 @@ mod tests {
         for bad in ["0", "17", "-1", "two", ""] {
             let err = parse_storage_threads(bad).expect_err(bad);
             assert!(err.contains("from 1 to 16"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn worker_threads_must_be_a_count_within_the_limit() {
+        assert_eq!(parse_worker_threads("1"), Ok(1));
+        assert_eq!(parse_worker_threads("256"), Ok(256));
+        for bad in ["0", "257", "-3", "many", ""] {
+            let err = parse_worker_threads(bad).expect_err(bad);
+            assert!(
+                err.contains(&format!("{bad:?} is not a thread count from 1 to 256")),
+                "{bad}: {err}"
+            );
         }
     }
 }

@@ -106,6 +106,8 @@ pub struct NodeMetrics {
     pub raft: RaftMetrics,
     pub plugin: PluginMetrics,
     pub ops: OpsMetrics,
+    /// Worker threads of the async runtime the node runs on (`--worker-threads`).
+    pub runtime_workers: Gauge,
 }
 
 impl Default for NodeMetrics {
@@ -127,11 +129,18 @@ impl NodeMetrics {
         raft.register(&mut registry);
         plugin.register(&mut registry);
         ops.register(&mut registry);
+        let runtime_workers = Gauge::default();
+        registry.register(
+            "runtime_workers",
+            "Worker threads of the async runtime this node runs on (shared by the nodes of one process)",
+            runtime_workers.clone(),
+        );
         Self {
             registry,
             raft,
             plugin,
             ops,
+            runtime_workers,
         }
     }
 
