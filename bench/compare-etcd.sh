@@ -28,7 +28,11 @@
 #      ETCD_PORT (23790: clients on +1..+3, peers on +11..+13), FLOTILLA_PORT (7730:
 #      nodes on +1..+3), FLOTILLA (a built binary: skips `cargo build --release`),
 #      WORKDIR (parent of the data dirs; default $TMPDIR or /tmp, i.e. the same disk
-#      for both), KEEP_JSON (a path to keep the raw JSON lines).
+#      for both), KEEP_JSON (a path to keep the raw JSON lines), FLOTILLA_SERVER_ARGS
+#      (extra `flotilla server` flags, e.g. "--worker-threads 1") and ETCD_GOMAXPROCS
+#      (Go's thread count for each etcd member): both unset by default, so each system
+#      runs as shipped; set both to give each of the 3 colocated nodes its share of the
+#      cores.
 # Installs etcd with `apt-get install etcd-server` (Debian: etcd 3.4) when `etcd` is
 # missing, without letting the package start its own service. Everything it started
 # is stopped on exit.
@@ -99,7 +103,7 @@ start_etcd() {
   for i in 1 2 3; do
     local c=$((ETCD_PORT + i)) p=$((ETCD_PORT + 10 + i))
     port_free $c && port_free $p || { echo "port $c or $p is taken (set ETCD_PORT)" >&2; exit 1; }
-    etcd --name "e$i" --data-dir "$WORK/etcd-$i" \
+    ${ETCD_GOMAXPROCS:+env GOMAXPROCS=$ETCD_GOMAXPROCS} etcd --name "e$i" --data-dir "$WORK/etcd-$i" \
       --listen-client-urls "http://127.0.0.1:$c" --advertise-client-urls "http://127.0.0.1:$c" \
       --listen-peer-urls "http://127.0.0.1:$p" --initial-advertise-peer-urls "http://127.0.0.1:$p" \
       --initial-cluster "$ic" --initial-cluster-state new --initial-cluster-token "compare-$$" \
@@ -121,8 +125,9 @@ start_flotilla() {
   for i in 1 2 3; do
     local a=$((FLOTILLA_PORT + i))
     port_free $a || { echo "port $a is taken (set FLOTILLA_PORT)" >&2; exit 1; }
+    # shellcheck disable=SC2086 # FLOTILLA_SERVER_ARGS is a list of flags
     "$F" server --id $i --listen "127.0.0.1:$a" --data-dir "$WORK/flotilla-$i" \
-      --initial-cluster "$ic" >"$WORK/flotilla-$i.log" 2>&1 &
+      --initial-cluster "$ic" ${FLOTILLA_SERVER_ARGS:-} >"$WORK/flotilla-$i.log" 2>&1 &
     PIDS+=($!)
     FLOTILLA_PIDS+=($!)
   done
@@ -185,6 +190,7 @@ FLOTILLA_ENDPOINT="127.0.0.1:$((FLOTILLA_PORT + 1))"
 echo "== compare-etcd $(date -u +%Y-%m-%dT%H:%M:%SZ) =="
 echo "runs $RUNS, $DURATION per case, values [$VALUE_SIZES] B, clients [$CLIENTS], $MANY_GROUPS groups, $CONNECTIONS connections per node, Flotilla APIs [$APIS]"
 echo "$(etcd --version | head -1); flotilla $("$F" --version | awk '{print $2}') at $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
+echo "etcd GOMAXPROCS: ${ETCD_GOMAXPROCS:-Go's default}; flotilla server flags: ${FLOTILLA_SERVER_ARGS:-none}"
 echo "machine: $(nproc) cores, $(uname -sr); data dirs on $(df -P "$WORK" | awk 'NR==2{print $1}')"
 echo "load at start: $(uptime)"
 start_etcd
