@@ -190,7 +190,7 @@ FLOTILLA_ENDPOINT="127.0.0.1:$((FLOTILLA_PORT + 1))"
 echo "== compare-etcd $(date -u +%Y-%m-%dT%H:%M:%SZ) =="
 echo "runs $RUNS, $DURATION per case, values [$VALUE_SIZES] B, clients [$CLIENTS], $MANY_GROUPS groups, $CONNECTIONS connections per node, Flotilla APIs [$APIS]"
 echo "$(etcd --version | head -1); flotilla $("$F" --version | awk '{print $2}') at $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
-echo "etcd GOMAXPROCS: ${ETCD_GOMAXPROCS:-Go's default}; flotilla server flags: ${FLOTILLA_SERVER_ARGS:-none}"
+echo "etcd GOMAXPROCS: ${ETCD_GOMAXPROCS:-default}; flotilla server flags: ${FLOTILLA_SERVER_ARGS:-default}"
 echo "machine: $(nproc) cores, $(uname -sr); data dirs on $(df -P "$WORK" | awk 'NR==2{print $1}')"
 echo "load at start: $(uptime)"
 start_etcd
