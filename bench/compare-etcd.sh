@@ -15,9 +15,10 @@
 # Reads are of keys each client wrote just before (etcd: Range serializable=false;
 # Flotilla: Query LINEARIZABLE, i.e. ReadIndex). Each case also records the CPU time
 # (user + system) of the measured system's three server processes and of the load
-# generator, per operation, and the server cores it kept busy: on a machine whose cores
-# both systems can fill, the ratio of CPU per operation is what bounds the ratio of
-# throughput. Then it prints the medians across runs (ops/s, p50, p99, CPU), the
+# generator during the timed run (`flotilla bench --cpu-pids`; setup such as creating
+# groups or preloading keys is left out), per operation, and the server cores it kept
+# busy: on a machine whose cores both systems fill, the ratio of CPU per operation is
+# what bounds the ratio of throughput. Then it prints the medians across runs (ops/s, p50, p99, CPU), the
 # Flotilla/etcd ratios, the issue's targets as measured, and every run's numbers.
 #
 # Usage: bench/compare-etcd.sh            (about 16 minutes: RUNS=3, DURATION=5s)
@@ -64,16 +65,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# cpu_ticks PID...: user+system CPU of the processes, in clock ticks.
-cpu_ticks() {
-  local p sum=0
-  for p in "$@"; do sum=$((sum + $(awk '{print $14+$15}' "/proc/$p/stat"))); done
-  echo $sum
-}
-# children_ticks: user+system CPU of this shell's finished children (the load generator
-# once its command substitution has returned), in clock ticks.
-children_ticks() { awk '{print $16+$17}' "/proc/$$/stat"; }
-
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 install_etcd() {
@@ -103,7 +94,7 @@ start_etcd() {
   for i in 1 2 3; do
     local c=$((ETCD_PORT + i)) p=$((ETCD_PORT + 10 + i))
     port_free $c && port_free $p || { echo "port $c or $p is taken (set ETCD_PORT)" >&2; exit 1; }
-    ${ETCD_GOMAXPROCS:+env GOMAXPROCS=$ETCD_GOMAXPROCS} etcd --name "e$i" --data-dir "$WORK/etcd-$i" \
+    env ${ETCD_GOMAXPROCS:+"GOMAXPROCS=$ETCD_GOMAXPROCS"} etcd --name "e$i" --data-dir "$WORK/etcd-$i" \
       --listen-client-urls "http://127.0.0.1:$c" --advertise-client-urls "http://127.0.0.1:$c" \
       --listen-peer-urls "http://127.0.0.1:$p" --initial-advertise-peer-urls "http://127.0.0.1:$p" \
       --initial-cluster "$ic" --initial-cluster-state new --initial-cluster-token "compare-$$" \
@@ -125,14 +116,23 @@ start_flotilla() {
   for i in 1 2 3; do
     local a=$((FLOTILLA_PORT + i))
     port_free $a || { echo "port $a is taken (set FLOTILLA_PORT)" >&2; exit 1; }
-    # shellcheck disable=SC2086 # FLOTILLA_SERVER_ARGS is a list of flags
+    local extra=()
+    read -r -a extra <<<"${FLOTILLA_SERVER_ARGS:-}"
     "$F" server --id $i --listen "127.0.0.1:$a" --data-dir "$WORK/flotilla-$i" \
-      --initial-cluster "$ic" ${FLOTILLA_SERVER_ARGS:-} >"$WORK/flotilla-$i.log" 2>&1 &
+      --initial-cluster "$ic" ${extra[@]+"${extra[@]}"} >"$WORK/flotilla-$i.log" 2>&1 &
     PIDS+=($!)
     FLOTILLA_PIDS+=($!)
   done
   for _ in $(seq 200); do
-    "$F" cluster status --endpoint "127.0.0.1:$((FLOTILLA_PORT + 1))" >/dev/null 2>&1 && return
+    if "$F" cluster status --endpoint "127.0.0.1:$((FLOTILLA_PORT + 1))" >/dev/null 2>&1; then
+      # CPU is read from these PIDs: they must be the nodes, not a wrapper around them.
+      local p exe
+      for p in "${FLOTILLA_PIDS[@]}"; do
+        exe=$(basename "$(readlink "/proc/$p/exe")")
+        case $exe in bash | sh | dash) echo "FLOTILLA=$F left a shell ($exe) as the node process: CPU would be measured on it (exec the binary)" >&2; exit 1 ;; esac
+      done
+      return
+    fi
     sleep 0.1
   done
   echo "flotilla did not come up; its log:" >&2; tail -20 "$WORK/flotilla-1.log" >&2; exit 1
@@ -148,18 +148,14 @@ bench_case() {
     flotilla-*) args=(--endpoint "$FLOTILLA_ENDPOINT" --groups "$MANY_GROUPS"); servers=("${FLOTILLA_PIDS[@]}") ;;
   esac
   case $system in *-batch) args+=(--api batch) ;; esac
-  local s0 g0 s1 g1
-  s0=$(cpu_ticks "${servers[@]}"); g0=$(children_ticks)
   if out=$("$F" bench "${args[@]}" --workload "$workload" --value-size "$value" \
       --clients "$clients" --connections "$CONNECTIONS" --duration "$DURATION" --output json \
-      2>"$WORK/bench.err"); then
-    g1=$(children_ticks); s1=$(cpu_ticks "${servers[@]}")
+      --cpu-pids "$(IFS=,; echo "${servers[*]}")" 2>"$WORK/bench.err"); then
     jq -c --argjson run "$run" --arg system "$system" --argjson tck "$(getconf CLK_TCK)" \
-      --argjson server "$((s1 - s0))" --argjson generator "$((g1 - g0))" \
       '. + {run: $run, system: $system,
-            server_cpu_us_per_op: ($server / $tck * 1e6 / ([.ops, 1] | max)),
-            server_cores_busy: ($server / $tck / .duration_s),
-            generator_cpu_us_per_op: ($generator / $tck * 1e6 / ([.ops, 1] | max))}' \
+            server_cpu_us_per_op: (.cpu_ticks.servers / $tck * 1e6 / ([.ops, 1] | max)),
+            server_cores_busy: (.cpu_ticks.servers / $tck / .duration_s),
+            generator_cpu_us_per_op: (.cpu_ticks.generator / $tck * 1e6 / ([.ops, 1] | max))}' \
       <<<"$out" | tee -a "$WORK/results.jsonl" |
       jq -r '"run \(.run)  \(.workload) \(.value_size) B  \(.clients) clients  \(.system | . + "                  " | .[:18]) \(.ops_per_s | floor) ops/s  p50 \(.p50_ms) ms  p99 \(.p99_ms) ms  errors \(.errors)  server CPU \(.server_cpu_us_per_op | floor) us/op on \(.server_cores_busy * 100 | floor / 100) cores"'
   else

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Where a node's CPU goes under a write load: a fresh 3-node loopback cluster, one
-# unprofiled case that measures throughput and CPU per operation (server processes from
-# /proc, the load generator from /usr/bin/time), then `perf record` on node 1 during a
-# second case, summarized per thread and per named cost by bench/perf_shares.py.
+# Where a node's CPU goes under a write load (or WORKLOAD=read): a fresh 3-node
+# loopback cluster, one unprofiled case that measures throughput and CPU per operation
+# (server processes from /proc, the load generator from /usr/bin/time), then `perf
+# record` on node 1 during a second case, summarized per thread and per named cost by
+# bench/perf_shares.py.
 #
 #   bench/profile-writes.sh BINARY OUTDIR        (RAFT_GROUPS=64 VALUE_SIZE=16 CLIENTS=256 API=unary)
 #
@@ -35,7 +36,7 @@ import json, os, sys
 d = json.load(open(sys.argv[1])); u, s = map(float, open(sys.argv[2]).read().split()[-2:])
 ops = max(d["ops"], 1); tck = os.sysconf("SC_CLK_TCK")
 server = (int(sys.argv[4]) - int(sys.argv[3])) / tck * 1e6 / ops
-print(f"{d['groups']} groups, {d['value_size']} B, {d['clients']} clients: {d['ops_per_s']:.0f} ops/s, "
+print(f"{d['workload']}s, {d['groups']} groups, {d['value_size']} B, {d['clients']} clients: {d['ops_per_s']:.0f} ops/s, "
       f"p99 {d['p99_ms']:.1f} ms; CPU per op: servers {server:.1f} us, load generator {(u + s) * 1e6 / ops:.1f} us")
 PY
 bench 14s "$OUT/bench-profiled.json" &

@@ -1,6 +1,7 @@
 //! A real node with `--metrics-listen`: its `/metrics` page, fetched over plain HTTP,
-//! counts the proposals, applies, fsyncs, plugin fuel and queries it served, and
-//! `flotilla bench --metrics` summarizes a run from it.
+//! counts the proposals, applies, fsyncs, plugin fuel and queries it served and the
+//! runtime's workers (`--worker-threads`), and `flotilla bench --metrics` summarizes a
+//! run from it.
 
 use std::time::Duration;
 
@@ -46,7 +47,7 @@ async fn node_with_metrics() -> anyhow::Result<(NodeProcess, String)> {
 async fn node_with_metrics_and(extra: &[&str]) -> anyhow::Result<(NodeProcess, String)> {
     let metrics = format!("127.0.0.1:{}", free_port());
     let mut args = vec!["--metrics-listen".to_string(), metrics.clone()];
-    args.extend(extra.iter().map(|a| a.to_string()));
+    args.extend(extra.iter().map(ToString::to_string));
     let mut node = NodeProcess::unstarted(BIN, format!("127.0.0.1:{}", free_port()), args)?;
     node.restart().await?;
     Ok((node, metrics))
@@ -56,9 +57,17 @@ async fn node_with_metrics_and(extra: &[&str]) -> anyhow::Result<(NodeProcess, S
 /// and the node serves writes on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_threads_flag_sizes_the_node_runtime() -> anyhow::Result<()> {
-    let (node, metrics) = node_with_metrics_and(&["--worker-threads", "7"]).await?;
+    // Without the flag a node would run one worker per core: 7 must differ from that.
+    let cores = std::thread::available_parallelism()?.get();
+    let workers = if cores == 7 { 5 } else { 7 };
+    let flag = workers.to_string();
+    let (node, metrics) = node_with_metrics_and(&["--worker-threads", &flag]).await?;
     let (_, _, body) = http_get(&metrics, "/metrics").await?;
-    assert_eq!(must(&body, "flotilla_runtime_workers")?, 7.0, "{body}");
+    assert_eq!(
+        must(&body, "flotilla_runtime_workers")?,
+        workers as f64,
+        "{body}"
+    );
     node.deploy("kv", flotilla::examples::KV).await?;
     let group = node.create_group("kv").await?;
     let mut c = node.client().await?;
@@ -177,11 +186,26 @@ async fn metrics_count_what_the_node_did() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bench_summarizes_the_node_metrics() -> anyhow::Result<()> {
     let (node, metrics) = node_with_metrics().await?;
-    let summary =
-        node.bench_json(&["--clients", "4", "--duration", "1s", "--metrics", &metrics])?;
+    let pid = node
+        .pid()
+        .ok_or_else(|| anyhow::anyhow!("node not running"))?;
+    let summary = node.bench_json(&[
+        "--clients",
+        "4",
+        "--duration",
+        "1s",
+        "--metrics",
+        &metrics,
+        "--cpu-pids",
+        &pid.to_string(),
+    ])?;
     let writes = summary["ops"].as_f64().unwrap_or(0.0);
     let m = &summary["node_metrics"];
     assert!(writes > 0.0, "{summary}");
+    // The node and the bench both worked during the timed second.
+    let ticks = &summary["cpu_ticks"];
+    assert!(ticks["servers"].as_u64().unwrap_or(0) > 0, "{summary}");
+    assert!(ticks["generator"].as_u64().unwrap_or(0) > 0, "{summary}");
     assert!(
         m["proposals"].as_f64().unwrap_or(0.0) >= writes,
         "{summary}"
@@ -223,6 +247,7 @@ async fn batch_streams_and_their_items_are_counted() -> anyhow::Result<()> {
     ])?;
     let writes = summary["ops"].as_f64().unwrap_or(0.0);
     assert!(writes > 0.0, "{summary}");
+    assert!(summary["cpu_ticks"].is_null(), "no --cpu-pids: {summary}");
     // The bench's two streams are closed once it exits.
     let mut last = String::new();
     for _ in 0..50 {

@@ -48,9 +48,7 @@ pub struct ServerArgs {
     /// Worker threads of the node's async runtime, which serves client and admin gRPC
     /// and the raft transport (1 to 256; default: one per core). Nodes that share a
     /// machine can each be given a share of its cores; whether that pays depends on the
-    /// load: three nodes on 2 cores with one worker each spent 1-7% less CPU per 16 B
-    /// operation than with two each, and 14% more per unary 1 KiB write to 64 groups
-    /// (issue 5's note).
+    /// load, so measure yours (the README has what we measured).
     #[arg(long, value_parser = parse_worker_threads)]
     pub worker_threads: Option<usize>,
 }

@@ -10,6 +10,7 @@
 //! - `report.rs`: the summary
 
 mod client;
+mod cpu;
 mod etcd;
 mod flotilla;
 mod load;
@@ -104,6 +105,11 @@ pub struct BenchArgs {
     /// Keep the groups the bench created (by default they are deleted afterwards).
     #[arg(long)]
     pub keep_groups: bool,
+    /// Server processes whose CPU to report (PID,...; Linux): `--output json` then
+    /// carries `cpu_ticks`, the user + system clock ticks they and the bench itself
+    /// spent during the timed run only (not while creating groups or preloading keys).
+    #[arg(long, value_delimiter = ',', value_name = "PID,...")]
+    pub cpu_pids: Vec<u32>,
     #[command(flatten)]
     pub metrics: super::bench_metrics::MetricsArgs,
     #[command(flatten)]
@@ -168,6 +174,10 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     };
     let metrics_before = a.metrics.scrape().await?;
     let result = measure(&a, clients, &values).await;
+    let (result, cpu_ticks) = match result {
+        Ok((outcome, ticks)) => (Ok(outcome), ticks),
+        Err(e) => (Err(e), serde_json::Value::Null),
+    };
     let node_metrics = a.metrics.summary(metrics_before).await;
     if !groups.is_empty()
         && !a.keep_groups
@@ -201,6 +211,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
             json["node_metrics"] = node_metrics
                 .as_ref()
                 .map_or(serde_json::Value::Null, |m| m.to_json());
+            json["cpu_ticks"] = cpu_ticks;
             print_json(&json)
         }
         OutputFormat::Table => {
@@ -213,14 +224,23 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Preloads keys for a read run, then runs the timed load; with `--cpu-pids`, also the
+/// CPU ticks spent during the timed load alone (`null` without).
 async fn measure(
     a: &BenchArgs,
     clients: Vec<client::Client>,
     values: &Arc<load::Values>,
-) -> anyhow::Result<load::Outcome> {
+) -> anyhow::Result<(load::Outcome, serde_json::Value)> {
     let clients = match a.workload {
         Workload::Write => clients,
         Workload::Read => load::preload(clients, a.read_keys, values).await?,
     };
-    load::run(clients, a.workload, a.duration, values, a.read_keys).await
+    if a.cpu_pids.is_empty() {
+        let outcome = load::run(clients, a.workload, a.duration, values, a.read_keys).await?;
+        return Ok((outcome, serde_json::Value::Null));
+    }
+    let before = cpu::sample(&a.cpu_pids)?;
+    let outcome = load::run(clients, a.workload, a.duration, values, a.read_keys).await?;
+    let after = cpu::sample(&a.cpu_pids)?;
+    Ok((outcome, cpu::spent(before, after)))
 }
