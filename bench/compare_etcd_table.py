@@ -71,22 +71,28 @@ def cases(m):
     return sorted({(w, v, c) for (w, v, c, _) in m}, key=lambda k: (k[0] != "write", k[1], k[2]))
 
 
+def each_system(m):
+    """(workload, value, clients, system, medians, etcd's medians for the case) in table
+    order: cases as `cases` sorts them, systems as `system_order` does."""
+    for (w, v, c) in cases(m):
+        base = m.get((w, v, c, "etcd"))
+        for s in sorted({k[3] for k in m if k[:3] == (w, v, c)}, key=system_order):
+            yield w, v, c, s, m[(w, v, c, s)], base
+
+
 def median_table(m):
     header = ["workload", "value", "clients", "system", "ops/s", "p50 ms", "p99 ms",
               "x etcd ops/s", "p99 / etcd p99", "errors", "runs"]
     rows = []
-    for (w, v, c) in cases(m):
-        base = m.get((w, v, c, "etcd"))
-        for s in sorted({k[3] for k in m if k[:3] == (w, v, c)}, key=system_order):
-            d = m[(w, v, c, s)]
-            is_base = s == "etcd"
-            rows.append([
-                w, f"{v} B", c, s, fmt(d["ops_per_s"], ".0f"), fmt(d["p50_ms"], ".2f"),
-                fmt(d["p99_ms"], ".2f"),
-                "" if is_base else fmt(ratio(d["ops_per_s"], base and base["ops_per_s"]), ".2f"),
-                "" if is_base else fmt(ratio(d["p99_ms"], base and base["p99_ms"]), ".2f"),
-                d["errors"], f'{d["runs"]}' + (f' ({d["failed"]} failed)' if d["failed"] else ""),
-            ])
+    for w, v, c, s, d, base in each_system(m):
+        is_base = s == "etcd"
+        rows.append([
+            w, f"{v} B", c, s, fmt(d["ops_per_s"], ".0f"), fmt(d["p50_ms"], ".2f"),
+            fmt(d["p99_ms"], ".2f"),
+            "" if is_base else fmt(ratio(d["ops_per_s"], base and base["ops_per_s"]), ".2f"),
+            "" if is_base else fmt(ratio(d["p99_ms"], base and base["p99_ms"]), ".2f"),
+            d["errors"], f'{d["runs"]}' + (f' ({d["failed"]} failed)' if d["failed"] else ""),
+        ])
     return table(header, rows)
 
 
@@ -96,16 +102,10 @@ def cpu_table(m):
     busy, and the load generator's CPU per operation."""
     header = ["workload", "value", "clients", "system", "server CPU us/op",
               "CPU/op / etcd", "server cores busy", "generator us/op"]
-    rows = []
-    for (w, v, c) in cases(m):
-        base = m.get((w, v, c, "etcd"))
-        for s in sorted({k[3] for k in m if k[:3] == (w, v, c)}, key=system_order):
-            d = m[(w, v, c, s)]
-            rows.append([
-                w, f"{v} B", c, s, fmt(d["cpu_us"], ".1f"),
-                "" if s == "etcd" else fmt(ratio(d["cpu_us"], base and base["cpu_us"]), ".2f"),
-                fmt(d["cores"], ".2f"), fmt(d["gen_us"], ".1f"),
-            ])
+    rows = [[w, f"{v} B", c, s, fmt(d["cpu_us"], ".1f"),
+             "" if s == "etcd" else fmt(ratio(d["cpu_us"], base and base["cpu_us"]), ".2f"),
+             fmt(d["cores"], ".2f"), fmt(d["gen_us"], ".1f")]
+            for w, v, c, s, d, base in each_system(m)]
     return table(header, rows)
 
 

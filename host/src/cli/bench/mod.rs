@@ -235,12 +235,15 @@ async fn measure(
         Workload::Write => clients,
         Workload::Read => load::preload(clients, a.read_keys, values).await?,
     };
-    if a.cpu_pids.is_empty() {
-        let outcome = load::run(clients, a.workload, a.duration, values, a.read_keys).await?;
-        return Ok((outcome, serde_json::Value::Null));
-    }
-    let before = cpu::sample(&a.cpu_pids)?;
+    let cpu_before = if a.cpu_pids.is_empty() {
+        None
+    } else {
+        Some(cpu::sample(&a.cpu_pids)?)
+    };
     let outcome = load::run(clients, a.workload, a.duration, values, a.read_keys).await?;
-    let after = cpu::sample(&a.cpu_pids)?;
-    Ok((outcome, cpu::spent(before, after)))
+    let ticks = match cpu_before {
+        Some(before) => cpu::spent(before, cpu::sample(&a.cpu_pids)?),
+        None => serde_json::Value::Null,
+    };
+    Ok((outcome, ticks))
 }
