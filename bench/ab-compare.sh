@@ -4,7 +4,7 @@
 # cases (writes, 16 B values, 256 clients, 1 and 64 groups; fsync on), alternating which
 # binary goes first (WORKLOAD=read: linearizable reads of preloaded keys instead;
 # VALUE_SIZE=1024 for 1 KiB values).
-# Prints every run, then the median ops/s, p99 and server CPU per
+# Prints every run, then the median ops/s, p99, p999 and server CPU per
 # operation (user+system time of the 3 node processes over the case, divided by the
 # operations done: the figure that other load on a shared machine disturbs least) per
 # binary and case, and the ratio NEW/OLD.
@@ -31,12 +31,12 @@ one() { # bin tag run
     before=$(cpu_ticks "${pids[@]}")
     "$bin" bench --endpoint 127.0.0.1:$base --clients "$CLIENTS" --groups $g --duration "$DURATION" --workload "$WORKLOAD" --value-size "$VALUE_SIZE" --api "$API" --output json >"$dir/bench.json"
     after=$(cpu_ticks "${pids[@]}")
-    python3 -c "import json,sys; d=json.load(open('$dir/bench.json')); t=($after-$before)/$(getconf CLK_TCK); print('$tag', $run, $g, round(d['ops_per_s']), round(d['p99_ms'],1), d['errors'], round(t*1e6/max(d['ops'],1),1))" | tee -a "$WORK/results"
+    python3 -c "import json,sys; d=json.load(open('$dir/bench.json')); t=($after-$before)/$(getconf CLK_TCK); print('$tag', $run, $g, round(d['ops_per_s']), round(d['p99_ms'],1), d['errors'], round(t*1e6/max(d['ops'],1),1), round(d['p999_ms'],1))" | tee -a "$WORK/results"
   done
   pkill -f "$dir" || true; sleep 1
 }
 echo "# OLD=$OLD ${OLD_ARGS:-} NEW=$NEW ${NEW_ARGS:-} WORKLOAD=$WORKLOAD VALUE_SIZE=$VALUE_SIZE API=$API"
-echo "# tag run groups ops/s p99_ms errors server_cpu_us_per_op   ($(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
+echo "# tag run groups ops/s p99_ms errors server_cpu_us_per_op p999_ms   ($(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
 for r in $(seq "$RUNS"); do
   if [ $((r % 2)) = 1 ]; then one "$OLD" old $r; one "$NEW" new $r; else one "$NEW" new $r; one "$OLD" old $r; fi
 done
@@ -44,8 +44,8 @@ python3 - "$WORK/results" <<'PY'
 import sys, statistics as st
 rows=[l.split() for l in open(sys.argv[1])]
 for g in ("1","64"):
-    med={t: [st.median(float(r[c]) for r in rows if r[0]==t and r[2]==g) for c in (3,4,6)]
+    med={t: [st.median(float(r[c]) for r in rows if r[0]==t and r[2]==g) for c in (3,4,6,7)]
          for t in ("old","new")}
     o,n=med['old'],med['new']
-    print(f"groups={g}: old {o[0]:.0f} ops/s p99 {o[1]:.1f} ms cpu {o[2]:.0f} us/op | new {n[0]:.0f} ops/s p99 {n[1]:.1f} ms cpu {n[2]:.0f} us/op | new/old throughput {n[0]/o[0]:.2f}, p99 {n[1]/o[1]:.2f}, cpu per op {n[2]/o[2]:.2f}")
+    print(f"groups={g}: old {o[0]:.0f} ops/s p99 {o[1]:.1f} p999 {o[3]:.1f} ms cpu {o[2]:.0f} us/op | new {n[0]:.0f} ops/s p99 {n[1]:.1f} p999 {n[3]:.1f} ms cpu {n[2]:.0f} us/op | new/old throughput {n[0]/o[0]:.2f}, p99 {n[1]/o[1]:.2f}, p999 {n[3]/o[3]:.2f}, cpu per op {n[2]/o[2]:.2f}")
 PY

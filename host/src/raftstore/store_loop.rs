@@ -242,9 +242,18 @@ impl StoreLoop {
             let (groups, entries) = (batch.groups.len(), batch.entry_count());
             let started = Instant::now();
             self.log.persist_round(batch)?;
+            let took = started.elapsed();
             self.metrics
                 .raft
-                .observe_fsync(started.elapsed().as_secs_f64(), groups, entries);
+                .observe_fsync(took.as_secs_f64(), groups, entries);
+            if took >= crate::limits::SLOW_PERSIST_ROUND {
+                tracing::debug!(
+                    took_ms = took.as_millis() as u64,
+                    groups,
+                    entries,
+                    "slow persist round"
+                );
+            }
         }
         for (group, rd) in readies {
             let Some((peer, _)) = self.peers.get_mut(&group) else {

@@ -12,6 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::Workload;
 use super::client::{Client, OpError};
+use super::timeline::{Recorder, Timeline};
 use crate::splitmix::SplitMix;
 
 /// Latencies are recorded in microseconds, up to a minute.
@@ -69,6 +70,8 @@ pub struct Outcome {
     /// One failure's full text, to show what went wrong.
     pub sample_error: Option<String>,
     pub elapsed: Duration,
+    /// The run in slices, with `--interval`.
+    pub timeline: Option<Timeline>,
 }
 
 /// Writes each client's `keys` read keys (each put tried up to 5 times), concurrently,
@@ -109,20 +112,25 @@ pub async fn preload(
 }
 
 /// Runs `workload` on every client for `duration`; `read_keys` is how many keys each
-/// client preloaded (reads cycle through them).
+/// client preloaded (reads cycle through them). With an `interval`, the outcome also
+/// holds the run cut into slices of that length.
 pub async fn run(
     clients: Vec<Client>,
     workload: Workload,
     duration: Duration,
     values: &Arc<Values>,
     read_keys: u64,
+    interval: Option<Duration>,
 ) -> anyhow::Result<Outcome> {
     let done = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
+    let started_at = std::time::SystemTime::now();
     let deadline = start + duration;
+    let client_count = clients.len();
     let mut tasks = Vec::with_capacity(clients.len());
     for (i, mut c) in clients.into_iter().enumerate() {
         let (done, values) = (done.clone(), values.clone());
+        let mut recorder = interval.map(|_| Recorder::new(start, client_count));
         tasks.push(tokio::spawn(async move {
             let mut hist = Histogram::<u64>::new_with_bounds(1, LATENCY_US_MAX, 3)?;
             let mut errors: BTreeMap<String, u64> = BTreeMap::new();
@@ -136,7 +144,12 @@ pub async fn run(
                 };
                 match r {
                     Ok(()) => {
-                        hist.saturating_record(t.elapsed().as_micros().max(1) as u64);
+                        let now = Instant::now();
+                        let latency = now.duration_since(t);
+                        hist.saturating_record(latency.as_micros().max(1) as u64);
+                        if let Some(r) = recorder.as_mut() {
+                            r.record(now, latency);
+                        }
                         done.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(e) => {
@@ -148,7 +161,7 @@ pub async fn run(
                 }
                 n += 1;
             }
-            anyhow::Ok((hist, errors, sample))
+            anyhow::Ok((hist, errors, sample, recorder))
         }));
     }
     let bar = ProgressBar::new(duration.as_secs().max(1));
@@ -166,20 +179,30 @@ pub async fn run(
     let mut latency_us = Histogram::<u64>::new_with_bounds(1, LATENCY_US_MAX, 3)?;
     let mut errors = BTreeMap::new();
     let mut sample_error = None;
+    let mut recorders = Vec::with_capacity(client_count);
     for t in tasks {
-        let (h, e, s) = t.await.context("a bench client panicked")??;
+        let (h, e, s, r) = t.await.context("a bench client panicked")??;
         latency_us.add(h)?;
+        recorders.extend(r);
         for (k, v) in e {
             *errors.entry(k).or_default() += v;
         }
         sample_error = sample_error.or(s);
     }
     bar.finish_and_clear();
+    let elapsed = start.elapsed();
+    let timeline = match interval {
+        Some(step) => Some(Timeline::build(
+            started_at, step, duration, elapsed, recorders,
+        )?),
+        None => None,
+    };
     Ok(Outcome {
         latency_us,
         errors,
         sample_error,
-        elapsed: start.elapsed(),
+        elapsed,
+        timeline,
     })
 }
 

@@ -8,6 +8,7 @@
 //! - `mux.rs`: many clients' requests on one `Batch` stream (`--api batch`)
 //! - `load.rs`: the preload and the timed closed loop
 //! - `report.rs`: the summary
+//! - `timeline.rs`: the run in slices of time (`--interval`)
 
 mod client;
 mod cpu;
@@ -18,6 +19,7 @@ mod mux;
 mod report;
 #[cfg(test)]
 mod tests;
+mod timeline;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -110,6 +112,10 @@ pub struct BenchArgs {
     /// spent during the timed run only (not while creating groups or preloading keys).
     #[arg(long, value_delimiter = ',', value_name = "PID,...")]
     pub cpu_pids: Vec<u32>,
+    /// Also report the run in slices of this length, e.g. 1s: throughput, p50, p99 and
+    /// the slowest operation of each, to see when a tail happened.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub interval: Option<Duration>,
     #[command(flatten)]
     pub metrics: super::bench_metrics::MetricsArgs,
     #[command(flatten)]
@@ -133,6 +139,9 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         a.read_keys > 0 && a.read_keys <= 100_000,
         "--read-keys must be 1..=100000"
     );
+    if let Some(interval) = a.interval {
+        timeline::check_interval(interval, a.duration).map_err(anyhow::Error::msg)?;
+    }
     let values = Arc::new(load::Values::new(a.value_size));
     let (clients, groups, routing) = match a.target {
         Target::Flotilla => {
@@ -240,7 +249,15 @@ async fn measure(
     } else {
         Some(cpu::sample(&a.cpu_pids)?)
     };
-    let outcome = load::run(clients, a.workload, a.duration, values, a.read_keys).await?;
+    let outcome = load::run(
+        clients,
+        a.workload,
+        a.duration,
+        values,
+        a.read_keys,
+        a.interval,
+    )
+    .await?;
     let ticks = match cpu_before {
         Some(before) => cpu::spent(before, cpu::sample(&a.cpu_pids)?),
         None => serde_json::Value::Null,

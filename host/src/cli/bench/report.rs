@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::load::Outcome;
+use super::timeline::Timeline;
 use crate::cli::output::table;
 
 /// What the run was, for the report.
@@ -29,6 +30,7 @@ pub struct Summary {
     pub errors: u64,
     pub errors_by_kind: BTreeMap<String, u64>,
     pub sample_error: Option<String>,
+    pub timeline: Option<Timeline>,
 }
 
 impl Summary {
@@ -47,6 +49,7 @@ impl Summary {
             errors: o.errors.values().sum(),
             errors_by_kind: o.errors,
             sample_error: o.sample_error,
+            timeline: o.timeline,
         }
     }
 
@@ -59,6 +62,7 @@ impl Summary {
             "p50_ms": self.p50_ms, "p99_ms": self.p99_ms, "p999_ms": self.p999_ms,
             "errors": self.errors, "errors_by_kind": self.errors_by_kind,
             "sample_error": self.sample_error,
+            "timeline": self.timeline.as_ref().map_or(serde_json::Value::Null, Timeline::json),
         })
     }
 
@@ -90,6 +94,14 @@ impl Summary {
             ]],
         );
         s.push_str(&format!("\nrouting: {}", c.routing));
+        if let Some(t) = &self.timeline {
+            s.push_str(&format!(
+                "\nevery {} from {}:\n{}",
+                humantime::format_duration(t.interval),
+                humantime::format_rfc3339_millis(t.started_at),
+                t.table()
+            ));
+        }
         if self.errors > 0 {
             let kinds: Vec<String> = self
                 .errors_by_kind

@@ -141,11 +141,21 @@ async fn etcd_writes_go_to_the_leader_and_errors_are_counted() {
         Duration::from_millis(300),
         &values,
         1,
+        Some(Duration::from_millis(100)),
     )
     .await
     .expect("no error");
+    // Every successful put is in exactly one slice of the timeline.
+    let timeline = o.timeline.clone().expect("a timeline was asked for");
+    assert_eq!(timeline.slices.len(), 3, "{timeline:?}");
+    let in_slices: u64 = timeline.slices.iter().map(|s| s.ops).sum();
+    assert_eq!(in_slices, o.latency_us.len());
     let sum = report::Summary::new(case("write"), o);
     assert!(sum.ops > 0);
+    assert_eq!(
+        sum.json()["timeline"]["slices"].as_array().map(Vec::len),
+        Some(3)
+    );
     // Client 3's puts are all refused: counted by code, not hidden.
     assert!(sum.errors > 0);
     assert_eq!(
@@ -174,6 +184,7 @@ async fn etcd_reads_find_the_preloaded_keys() {
         Duration::from_millis(100),
         &no_values(),
         4,
+        None,
     )
     .await
     .expect("no error");
@@ -198,6 +209,7 @@ async fn etcd_reads_find_the_preloaded_keys() {
         Duration::from_millis(200),
         &no_values(),
         4,
+        None,
     )
     .await
     .expect("no error");
