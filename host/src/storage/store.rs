@@ -37,6 +37,36 @@ pub(crate) const LOG_SEPARATION_THRESHOLD_BYTES: u32 = 512;
 /// where a read needs no second lookup. fjall's own default threshold.
 pub(crate) const KV_SEPARATION_THRESHOLD_BYTES: u32 = 1024;
 
+/// The smallest and largest memtable of the raft log's and the plugins' keyspaces: the
+/// size each of them fills before fjall flushes it to disk. Each keyspace picks its size
+/// at random in this range when it is created (fjall keeps it from then on), so that the
+/// replicas of a cluster, which receive the same writes, do not all flush at the same
+/// moment. A flush writes a memtable out and syncs it while the node goes on committing;
+/// with fjall's 64 MiB the persist rounds that overlapped it took 40-96 ms instead of a
+/// few, at the same moment on all three nodes, and 1 KiB writes slowed to a third for
+/// up to a second (the stalls lined up with the flushes in the node logs and in
+/// `flotilla bench --interval`). Smaller memtables make each stall shorter; sizes spread
+/// between replicas keep the stalls apart. Measured against 64 MiB on 3 nodes on one
+/// 2-core host, 256 clients (`bench/results/memtable-2026-12-06.txt`): 1 KiB writes at 1
+/// and 64 groups, unary, p99 0.73x and 0.79x, p999 0.54x and 0.64x, throughput 0.97x;
+/// on Batch streams p99 0.58x and 0.74x, p999 0.28x and 0.71x, throughput 1.16x and
+/// 1.12x. The price is at 16 B: throughput and p99 unchanged, p999 1.3-1.8x, from more
+/// frequent flushes.
+pub(crate) const MEMTABLE_BYTES_MIN: u64 = 12 << 20;
+/// See [`MEMTABLE_BYTES_MIN`].
+pub(crate) const MEMTABLE_BYTES_MAX: u64 = 20 << 20;
+
+/// A memtable size from [`MEMTABLE_BYTES_MIN`] to [`MEMTABLE_BYTES_MAX`], at random (1 MiB
+/// steps): drawn from the standard library's per-process random hash keys.
+fn memtable_bytes() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let draw = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let steps = (MEMTABLE_BYTES_MAX - MEMTABLE_BYTES_MIN) >> 20;
+    MEMTABLE_BYTES_MIN + ((draw % (steps + 1)) << 20)
+}
+
 /// The node's database. Cheap to clone (fjall handles are reference counted).
 #[derive(Clone)]
 pub struct Store {
@@ -55,19 +85,24 @@ pub struct Store {
 
 /// The raft log's keyspace: values from [`LOG_SEPARATION_THRESHOLD_BYTES`] up in blob
 /// files, uncompressed: an entry lives for seconds, so compressing it would cost CPU on
-/// every write to save disk space only briefly.
+/// every write to save disk space only briefly. Its memtable: [`memtable_bytes`].
 fn raft_log_options() -> KeyspaceCreateOptions {
     let blobs = KvSeparationOptions::default()
         .separation_threshold(LOG_SEPARATION_THRESHOLD_BYTES)
         .compression(CompressionType::None);
-    KeyspaceCreateOptions::default().with_kv_separation(Some(blobs))
+    KeyspaceCreateOptions::default()
+        .with_kv_separation(Some(blobs))
+        .max_memtable_size(memtable_bytes())
 }
 
 /// The plugins' state: values from [`KV_SEPARATION_THRESHOLD_BYTES`] up in blob files,
-/// compressed as fjall does by default (the state stays on disk).
+/// compressed as fjall does by default (the state stays on disk). Its memtable:
+/// [`memtable_bytes`].
 fn kv_options() -> KeyspaceCreateOptions {
     let blobs = KvSeparationOptions::default().separation_threshold(KV_SEPARATION_THRESHOLD_BYTES);
-    KeyspaceCreateOptions::default().with_kv_separation(Some(blobs))
+    KeyspaceCreateOptions::default()
+        .with_kv_separation(Some(blobs))
+        .max_memtable_size(memtable_bytes())
 }
 
 impl std::fmt::Debug for Store {
@@ -177,4 +212,45 @@ impl Store {
 
 pub(crate) fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memtable_sizes_are_whole_mebibytes_drawn_across_the_range() {
+        let draws: std::collections::BTreeSet<u64> = (0..64).map(|_| memtable_bytes()).collect();
+        assert!(draws.len() > 1, "64 draws all gave {draws:?}");
+        for d in &draws {
+            assert!((MEMTABLE_BYTES_MIN..=MEMTABLE_BYTES_MAX).contains(d), "{d}");
+            assert_eq!(d % (1 << 20), 0, "{d}");
+        }
+    }
+
+    /// The plugins' keyspace and the raft log's are flushed once their memtable passes
+    /// its size, without being told to: fjall's default of 64 MiB would not flush here.
+    #[test]
+    fn a_memtable_is_flushed_once_it_passes_its_size() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(err)?;
+        let store = Store::open(dir.path())?;
+        let value = vec![b'v'; 4096];
+        let writes = (MEMTABLE_BYTES_MAX + (4 << 20)) / value.len() as u64;
+        for keyspace in [&store.kv, &store.raft_log] {
+            assert_eq!(keyspace.blob_file_count(), 0);
+            for i in 0..writes {
+                keyspace.insert(i.to_be_bytes(), &value).map_err(err)?;
+            }
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while keyspace.blob_file_count() == 0 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{} MiB written and no flush after 30 s",
+                    (writes * value.len() as u64) >> 20
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+        Ok(())
+    }
 }
