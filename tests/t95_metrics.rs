@@ -198,8 +198,24 @@ async fn bench_summarizes_the_node_metrics() -> anyhow::Result<()> {
         &metrics,
         "--cpu-pids",
         &pid.to_string(),
+        "--interval",
+        "500ms",
     ])?;
     let writes = summary["ops"].as_f64().unwrap_or(0.0);
+    // The timed second in two slices that hold every write between them.
+    let slices = summary["timeline"]["slices"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(slices.len(), 2, "{summary}");
+    let in_slices: f64 = slices.iter().filter_map(|s| s["ops"].as_f64()).sum();
+    assert_eq!(in_slices, writes, "{summary}");
+    assert!(
+        slices
+            .iter()
+            .all(|s| s["max_ms"].as_f64().unwrap_or(0.0) > 0.0),
+        "{summary}"
+    );
     let m = &summary["node_metrics"];
     assert!(writes > 0.0, "{summary}");
     // The node and the bench both worked during the timed second.
@@ -229,6 +245,12 @@ async fn bench_summarizes_the_node_metrics() -> anyhow::Result<()> {
         &format!("127.0.0.1:{}", free_port()),
     ])?;
     assert!(stderr.contains("--metrics"), "{stderr}");
+    // So does a slice shorter than the bench can time.
+    let stderr = node.cli_refused(&["bench", "--duration", "1s", "--interval", "10ms"])?;
+    assert!(
+        stderr.contains("--interval 10ms is shorter than the minimum of 100ms"),
+        "{stderr}"
+    );
     Ok(())
 }
 
@@ -248,6 +270,7 @@ async fn batch_streams_and_their_items_are_counted() -> anyhow::Result<()> {
     let writes = summary["ops"].as_f64().unwrap_or(0.0);
     assert!(writes > 0.0, "{summary}");
     assert!(summary["cpu_ticks"].is_null(), "no --cpu-pids: {summary}");
+    assert!(summary["timeline"].is_null(), "no --interval: {summary}");
     // The bench's two streams are closed once it exits.
     let mut last = String::new();
     for _ in 0..50 {
