@@ -110,12 +110,12 @@ pub const GUEST_LOG_LINES_PER_CALL_MAX: u32 = 64;
 /// with SERVER_ARGS): one worker gave about +20% writes/s and -16% CPU per write at 1 KiB
 /// values on 2 cores, and no change at 16 B.
 pub const STORAGE_THREADS_DEFAULT: usize = 1;
+/// Most fjall worker threads `--storage-threads` accepts.
+pub const STORAGE_THREADS_MAX: usize = 16;
 /// A persist round (one write batch and its fsync) at least this long is logged at
 /// debug level (`FLOTILLA_LOG=flotilla::raftstore=debug`), to match a latency tail
 /// with the storage events around it.
 pub const SLOW_PERSIST_ROUND: std::time::Duration = std::time::Duration::from_millis(20);
-/// Most fjall worker threads `--storage-threads` accepts.
-pub const STORAGE_THREADS_MAX: usize = 16;
 
 const _: () = assert!(COMMAND_SIZE_BYTES_MAX <= ENTRY_BYTES_MAX);
 const _: () = assert!(ENTRY_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX + COMMAND_SIZE_BYTES_MAX * 4);
