@@ -173,7 +173,9 @@ impl ApplyStore for Store {
         }
         batch
             .commit()
-            .map_err(|e| StoreError(format!("apply write of {groups} group(s) failed: {e}")))
+            .map_err(|e| StoreError(format!("apply write of {groups} group(s) failed: {e}")))?;
+        self.seal_full_apply();
+        Ok(())
     }
 
     fn apply_state(&self, group: GroupId) -> Result<Option<ApplyState>, StoreError> {

@@ -13,6 +13,7 @@ pub mod keys;
 pub mod mem;
 pub mod meta;
 pub mod raft_log;
+mod sealer;
 pub mod snapfile;
 mod snapshot;
 mod store;

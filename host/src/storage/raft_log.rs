@@ -102,6 +102,7 @@ impl LogStore for Store {
         if sync {
             self.round_synced(stamp);
         }
+        self.seal_full_log();
         Ok(())
     }
 

@@ -37,27 +37,30 @@ pub(crate) const LOG_SEPARATION_THRESHOLD_BYTES: u32 = 512;
 /// where a read needs no second lookup. fjall's own default threshold.
 pub(crate) const KV_SEPARATION_THRESHOLD_BYTES: u32 = 1024;
 
-/// The smallest and largest memtable of the raft log's and the plugins' keyspaces: the
-/// size each of them fills before fjall flushes it to disk. Each keyspace picks its size
-/// at random in this range when it is created (fjall keeps it from then on), so that the
-/// replicas of a cluster, which receive the same writes, do not all flush at the same
-/// moment. A flush writes a memtable out and syncs it while the node goes on committing;
-/// with fjall's 64 MiB the persist rounds that overlapped it took 40-96 ms instead of a
-/// few, at the same moment on all three nodes, and 1 KiB writes slowed to a third for
-/// up to a second (the stalls lined up with the flushes in the node logs and in
+/// The smallest and largest memtable of the keyspaces a node writes on every persist
+/// round or apply: the size each of them fills before it is sealed and flushed to disk.
+/// Each keyspace draws its size at random in this range when the node opens its
+/// database, so that the replicas of a cluster, which receive the same writes, do not
+/// all flush at the same moment. The node seals them itself ([`super::sealer`]); see
+/// there for why not fjall. A flush writes a memtable out and syncs it while the node goes on committing;
+/// with fjall's 64 MiB, persist rounds that overlapped a flush took 20-96 ms (5 others
+/// in the same run reached 20 ms, none 30), at the same moment on all three nodes, and
+/// 1 KiB writes slowed for about a second, to a quarter of their rate at worst (the
+/// stalls lined up with the flushes in the node logs and in
 /// `flotilla bench --interval`). Smaller memtables make each stall shorter; sizes spread
 /// between replicas keep the stalls apart. Measured against 64 MiB on 3 nodes on one
 /// 2-core host, 256 clients (`bench/results/memtable-2026-12-06.txt`): 1 KiB writes at 1
 /// and 64 groups, unary, p99 0.73x and 0.79x, p999 0.54x and 0.64x, throughput 0.97x;
 /// on Batch streams p99 0.58x and 0.74x, p999 0.28x and 0.71x, throughput 1.16x and
-/// 1.12x. The price is at 16 B: throughput and p99 unchanged, p999 1.3-1.8x, from more
-/// frequent flushes.
+/// 1.12x. The price is at 16 B (measured on Batch streams): throughput 0.92-1.04x, p99
+/// 0.84-1.04x, p999 1.3-1.8x, from more frequent flushes.
 pub(crate) const MEMTABLE_BYTES_MIN: u64 = 12 << 20;
 /// See [`MEMTABLE_BYTES_MIN`].
 pub(crate) const MEMTABLE_BYTES_MAX: u64 = 20 << 20;
 
 /// A memtable size from [`MEMTABLE_BYTES_MIN`] to [`MEMTABLE_BYTES_MAX`], at random (1 MiB
-/// steps): drawn from the standard library's per-process random hash keys.
+/// steps): drawn from the standard library's random hash keys (seeded randomly once per
+/// thread, then stepped on each call).
 fn memtable_bytes() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let draw = std::collections::hash_map::RandomState::new()
@@ -78,6 +81,9 @@ pub struct Store {
     pub(crate) plugins: Keyspace,
     pub(crate) meta: Keyspace,
     pub(crate) snaps: super::snapfile::SnapDir,
+    /// Seals the memtables of the keyspaces persist rounds write (0..3: raft log, raft
+    /// state, meta) and applies write (3..5: plugin state, apply state).
+    sealer: Arc<super::sealer::Sealer>,
     /// The last persist round written (see [`super::durable_mark`]).
     round: Arc<AtomicU64>,
     mark: Arc<super::durable_mark::DurableMark>,
@@ -85,24 +91,19 @@ pub struct Store {
 
 /// The raft log's keyspace: values from [`LOG_SEPARATION_THRESHOLD_BYTES`] up in blob
 /// files, uncompressed: an entry lives for seconds, so compressing it would cost CPU on
-/// every write to save disk space only briefly. Its memtable: [`memtable_bytes`].
+/// every write to save disk space only briefly.
 fn raft_log_options() -> KeyspaceCreateOptions {
     let blobs = KvSeparationOptions::default()
         .separation_threshold(LOG_SEPARATION_THRESHOLD_BYTES)
         .compression(CompressionType::None);
-    KeyspaceCreateOptions::default()
-        .with_kv_separation(Some(blobs))
-        .max_memtable_size(memtable_bytes())
+    KeyspaceCreateOptions::default().with_kv_separation(Some(blobs))
 }
 
 /// The plugins' state: values from [`KV_SEPARATION_THRESHOLD_BYTES`] up in blob files,
-/// compressed as fjall does by default (the state stays on disk). Its memtable:
-/// [`memtable_bytes`].
+/// compressed as fjall does by default (the state stays on disk).
 fn kv_options() -> KeyspaceCreateOptions {
     let blobs = KvSeparationOptions::default().separation_threshold(KV_SEPARATION_THRESHOLD_BYTES);
-    KeyspaceCreateOptions::default()
-        .with_kv_separation(Some(blobs))
-        .max_memtable_size(memtable_bytes())
+    KeyspaceCreateOptions::default().with_kv_separation(Some(blobs))
 }
 
 impl std::fmt::Debug for Store {
@@ -144,11 +145,20 @@ impl Store {
         let mark_path = dir.with_extension("mark");
         super::durable_mark::check(&mark_path, round)?;
         let mark = super::durable_mark::DurableMark::start(mark_path, round)?;
+        let raft_log = open_with("raft_log", raft_log_options)?;
+        let raft_state = open("raft_state")?;
+        let apply_state = open("apply_state")?;
+        let kv = open_with("kv", kv_options)?;
+        let watched = [&raft_log, &raft_state, &meta, &kv, &apply_state]
+            .into_iter()
+            .map(|k| (k.clone(), memtable_bytes()))
+            .collect();
         Ok(Self {
-            raft_log: open_with("raft_log", raft_log_options)?,
-            raft_state: open("raft_state")?,
-            apply_state: open("apply_state")?,
-            kv: open_with("kv", kv_options)?,
+            sealer: Arc::new(super::sealer::Sealer::start(watched)?),
+            raft_log,
+            raft_state,
+            apply_state,
+            kv,
             plugins: open("plugins")?,
             meta,
             round: Arc::new(AtomicU64::new(round)),
@@ -179,6 +189,17 @@ impl Store {
     /// Records that round `round` is durable.
     pub(crate) fn round_synced(&self, round: u64) {
         self.mark.advance(round);
+    }
+
+    /// Asks for the keyspaces a persist round writes to be sealed where full (see
+    /// [`super::sealer`]).
+    pub(crate) fn seal_full_log(&self) {
+        self.sealer.check(0..3);
+    }
+
+    /// Asks for the keyspaces an apply writes to be sealed where full.
+    pub(crate) fn seal_full_apply(&self) {
+        self.sealer.check(3..5);
     }
 
     /// Syncs everything written so far.
@@ -220,37 +241,77 @@ mod tests {
 
     #[test]
     fn memtable_sizes_are_whole_mebibytes_drawn_across_the_range() {
-        let draws: std::collections::BTreeSet<u64> = (0..64).map(|_| memtable_bytes()).collect();
-        assert!(draws.len() > 1, "64 draws all gave {draws:?}");
+        let draws: std::collections::BTreeSet<u64> = (0..256).map(|_| memtable_bytes()).collect();
+        // Both ends are drawn (each missed by 256 draws with odds of about 1e-13).
+        assert!(draws.contains(&MEMTABLE_BYTES_MIN), "{draws:?}");
+        assert!(draws.contains(&MEMTABLE_BYTES_MAX), "{draws:?}");
         for d in &draws {
             assert!((MEMTABLE_BYTES_MIN..=MEMTABLE_BYTES_MAX).contains(d), "{d}");
             assert_eq!(d % (1 << 20), 0, "{d}");
         }
     }
 
-    /// The plugins' keyspace and the raft log's are flushed once their memtable passes
-    /// its size, without being told to: fjall's default of 64 MiB would not flush here.
+    /// The plugin state and the raft log are sealed and flushed once their memtable
+    /// passes its size, without being told to, and a tight loop of small writes does
+    /// not wedge fjall's flush worker (fjall's own limit, 64 MiB, is not
+    /// reached here, and with fjall left to rotate at its limit this same loop of
+    /// single writes stopped all flushing).
     #[test]
-    fn a_memtable_is_flushed_once_it_passes_its_size() -> Result<(), StoreError> {
+    fn memtables_are_sealed_and_flushed_once_they_pass_their_size() -> Result<(), StoreError> {
+        use crate::ids::{GroupId, PluginDigest};
+        use crate::raftstore::traits::{
+            ApplyState, ApplyStore, GroupApply, GroupRaftWrite, LogStore, RaftWriteBatch,
+        };
         let dir = tempfile::tempdir().map_err(err)?;
         let store = Store::open(dir.path())?;
         let value = vec![b'v'; 4096];
         let writes = (MEMTABLE_BYTES_MAX + (4 << 20)) / value.len() as u64;
+        let g = GroupId(1);
+        for i in 0..writes {
+            store.commit_applies(vec![GroupApply {
+                group: g,
+                writes: crate::raftstore::fsm::WriteSet::from([(
+                    i.to_be_bytes().to_vec(),
+                    Some(value.clone()),
+                )]),
+                state: ApplyState {
+                    applied_index: i + 1,
+                    applied_term: 1,
+                    applied_timestamp_ms: 0,
+                    plugin: PluginDigest::of(b"p"),
+                },
+                conf: None,
+            }])?;
+            let entry = raft::eraftpb::Entry {
+                index: i + 1,
+                term: 1,
+                data: value.clone().into(),
+                ..Default::default()
+            };
+            store.persist_round(RaftWriteBatch {
+                groups: vec![GroupRaftWrite {
+                    group: g,
+                    entries: vec![entry],
+                    ..Default::default()
+                }],
+            })?;
+        }
         for keyspace in [&store.kv, &store.raft_log] {
-            assert_eq!(keyspace.blob_file_count(), 0);
-            for i in 0..writes {
-                keyspace.insert(i.to_be_bytes(), &value).map_err(err)?;
-            }
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
             while keyspace.blob_file_count() == 0 {
                 assert!(
                     std::time::Instant::now() < deadline,
-                    "{} MiB written and no flush after 30 s",
+                    "{:?}: {} MiB written and no flush after 30 s",
+                    keyspace.name(),
                     (writes * value.len() as u64) >> 20
                 );
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
         }
+        // The sealing thread let go of the database with the store: it opens again.
+        drop(store);
+        let store = Store::open(dir.path())?;
+        assert_eq!(store.apply_state(g)?.map(|s| s.applied_index), Some(writes));
         Ok(())
     }
 }
