@@ -37,8 +37,8 @@ pub(crate) const LOG_SEPARATION_THRESHOLD_BYTES: u32 = 512;
 /// where a read needs no second lookup. fjall's own default threshold.
 pub(crate) const KV_SEPARATION_THRESHOLD_BYTES: u32 = 1024;
 
-/// The smallest and largest memtable of the keyspaces a node writes on every persist
-/// round or apply: the size each of them fills before it is sealed and flushed to disk.
+/// The smallest and largest memtable of the raft log's and the plugin state's keyspaces:
+/// the size each of them fills before it is sealed and flushed to disk.
 /// Each keyspace draws its size at random in this range when the node opens its
 /// database, so that the replicas of a cluster, which receive the same writes, do not
 /// all flush at the same moment. The node seals them itself ([`super::sealer`]); see
@@ -57,6 +57,13 @@ pub(crate) const KV_SEPARATION_THRESHOLD_BYTES: u32 = 1024;
 pub(crate) const MEMTABLE_BYTES_MIN: u64 = 12 << 20;
 /// See [`MEMTABLE_BYTES_MIN`].
 pub(crate) const MEMTABLE_BYTES_MAX: u64 = 20 << 20;
+
+/// The memtable size of the keyspaces of small records a persist round or an apply also
+/// writes (raft state, meta, apply state): sealed by the node too, so that fjall's own
+/// limit is never reached, but near fjall's size, since they fill slowly and sealing
+/// them at 12-20 MiB cost 16 B writes CPU (with it, 1.04-1.10x the CPU per write and
+/// 0.90-0.92x the throughput of 64 MiB everywhere on Batch streams).
+pub(crate) const SMALL_MEMTABLE_BYTES: u64 = 48 << 20;
 
 /// A memtable size from [`MEMTABLE_BYTES_MIN`] to [`MEMTABLE_BYTES_MAX`], at random (1 MiB
 /// steps): drawn from the standard library's random hash keys (seeded randomly once per
@@ -149,10 +156,13 @@ impl Store {
         let raft_state = open("raft_state")?;
         let apply_state = open("apply_state")?;
         let kv = open_with("kv", kv_options)?;
-        let watched = [&raft_log, &raft_state, &meta, &kv, &apply_state]
-            .into_iter()
-            .map(|k| (k.clone(), memtable_bytes()))
-            .collect();
+        let watched = vec![
+            (raft_log.clone(), memtable_bytes()),
+            (raft_state.clone(), SMALL_MEMTABLE_BYTES),
+            (meta.clone(), SMALL_MEMTABLE_BYTES),
+            (kv.clone(), memtable_bytes()),
+            (apply_state.clone(), SMALL_MEMTABLE_BYTES),
+        ];
         Ok(Self {
             sealer: Arc::new(super::sealer::Sealer::start(watched)?),
             raft_log,
