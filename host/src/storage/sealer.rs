@@ -34,16 +34,25 @@ struct Memtable {
 /// The sealing thread and the keyspaces it watches. Dropping it stops and joins the
 /// thread, so no handle to the database outlives the node's last [`super::Store`].
 pub(crate) struct Sealer {
+    /// The keyspaces persist rounds write, then those applies write.
     memtables: Arc<[Memtable]>,
+    /// How many of `memtables` persist rounds write.
+    log_count: usize,
     tx: Option<SyncSender<usize>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Sealer {
-    /// Starts the thread for `keyspaces`, each with the memtable size beside it.
-    pub(crate) fn start(keyspaces: Vec<(Keyspace, u64)>) -> Result<Self, StoreError> {
-        let memtables: Arc<[Memtable]> = keyspaces
+    /// Starts the thread for the keyspaces persist rounds write (`log`) and those
+    /// applies write (`apply`), each with the memtable size beside it.
+    pub(crate) fn start(
+        log: Vec<(Keyspace, u64)>,
+        apply: Vec<(Keyspace, u64)>,
+    ) -> Result<Self, StoreError> {
+        let log_count = log.len();
+        let memtables: Arc<[Memtable]> = log
             .into_iter()
+            .chain(apply)
             .map(|(keyspace, limit)| Memtable {
                 keyspace,
                 limit,
@@ -58,14 +67,24 @@ impl Sealer {
             .map_err(|e| StoreError(format!("cannot start the memtable sealing thread: {e}")))?;
         Ok(Self {
             memtables,
+            log_count,
             tx: Some(tx),
             thread: Some(thread),
         })
     }
 
-    /// Asks for every keyspace among `which` (indices into the list given to
-    /// [`Sealer::start`]) whose memtable has reached its size to be sealed.
-    pub(crate) fn check(&self, which: std::ops::Range<usize>) {
+    /// Asks for each keyspace a persist round writes whose memtable has reached its
+    /// size to be sealed.
+    pub(crate) fn check_log(&self) {
+        self.check(0..self.log_count);
+    }
+
+    /// The same for the keyspaces an apply writes.
+    pub(crate) fn check_apply(&self) {
+        self.check(self.log_count..self.memtables.len());
+    }
+
+    fn check(&self, which: std::ops::Range<usize>) {
         let Some(tx) = &self.tx else { return };
         for i in which {
             let Some(m) = self.memtables.get(i) else {

@@ -37,23 +37,23 @@ pub(crate) const LOG_SEPARATION_THRESHOLD_BYTES: u32 = 512;
 /// where a read needs no second lookup. fjall's own default threshold.
 pub(crate) const KV_SEPARATION_THRESHOLD_BYTES: u32 = 1024;
 
-/// The smallest and largest memtable of the raft log's and the plugin state's keyspaces:
-/// the size each of them fills before it is sealed and flushed to disk.
-/// Each keyspace draws its size at random in this range when the node opens its
-/// database, so that the replicas of a cluster, which receive the same writes, do not
-/// all flush at the same moment. The node seals them itself ([`super::sealer`]); see
-/// there for why not fjall. A flush writes a memtable out and syncs it while the node goes on committing;
-/// with fjall's 64 MiB, persist rounds that overlapped a flush took 20-96 ms (5 others
-/// in the same run reached 20 ms, none 30), at the same moment on all three nodes, and
-/// 1 KiB writes slowed for about a second, to a quarter of their rate at worst (the
-/// stalls lined up with the flushes in the node logs and in
-/// `flotilla bench --interval`). Smaller memtables make each stall shorter; sizes spread
-/// between replicas keep the stalls apart. Measured against 64 MiB on 3 nodes on one
-/// 2-core host, 256 clients (`bench/results/memtable-2026-12-06.txt`): 1 KiB writes at 1
-/// and 64 groups, unary, p99 0.73x and 0.79x, p999 0.54x and 0.64x, throughput 0.97x;
-/// on Batch streams p99 0.58x and 0.74x, p999 0.28x and 0.71x, throughput 1.16x and
-/// 1.12x. The price is at 16 B (measured on Batch streams): throughput 0.92-1.04x, p99
-/// 0.84-1.04x, p999 1.3-1.8x, from more frequent flushes.
+/// The smallest and largest memtable of the raft log's and the plugin state's
+/// keyspaces: the size each of them fills before it is sealed and flushed to disk. Each
+/// keyspace draws its size at random in this range when the node opens its database, so
+/// that the replicas of a cluster, which receive the same writes, do not all flush at
+/// the same moment. The node seals them itself ([`super::sealer`]); see there for why
+/// not fjall. A flush writes a memtable out and syncs it while the node goes on
+/// committing; with fjall's 64 MiB, persist rounds that overlapped a flush took 20-96
+/// ms (5 others in the same run reached 20 ms, none 30), at the same moment on all
+/// three nodes, and 1 KiB writes slowed for about a second, to a quarter of their rate
+/// at worst (the stalls lined up with the flushes in the node logs and in `flotilla
+/// bench --interval`). Smaller memtables make each stall shorter; sizes spread between
+/// replicas keep the stalls apart. Measured against 64 MiB everywhere on 3 nodes on one
+/// 2-core host, 256 clients, in five A/Bs over three builds
+/// (`bench/results/memtable-2026-12-06.txt`): 1 KiB writes had 0.50-0.86x the p99 in
+/// nine of ten cases (1.06x in one), 0.28-0.54x the p999 at 1 group and 0.64-1.24x at
+/// 64 groups, and 0.86-1.19x the throughput. The price is at 16 B: on Batch streams the
+/// same throughput and CPU per write, 1.26-1.42x the p999, from more frequent flushes.
 pub(crate) const MEMTABLE_BYTES_MIN: u64 = 12 << 20;
 /// See [`MEMTABLE_BYTES_MIN`].
 pub(crate) const MEMTABLE_BYTES_MAX: u64 = 20 << 20;
@@ -88,8 +88,8 @@ pub struct Store {
     pub(crate) plugins: Keyspace,
     pub(crate) meta: Keyspace,
     pub(crate) snaps: super::snapfile::SnapDir,
-    /// Seals the memtables of the keyspaces persist rounds write (0..3: raft log, raft
-    /// state, meta) and applies write (3..5: plugin state, apply state).
+    /// Seals the memtables of the keyspaces persist rounds write (raft log, raft state,
+    /// meta) and applies write (plugin state, apply state).
     sealer: Arc<super::sealer::Sealer>,
     /// The last persist round written (see [`super::durable_mark`]).
     round: Arc<AtomicU64>,
@@ -156,15 +156,19 @@ impl Store {
         let raft_state = open("raft_state")?;
         let apply_state = open("apply_state")?;
         let kv = open_with("kv", kv_options)?;
-        let watched = vec![
-            (raft_log.clone(), memtable_bytes()),
-            (raft_state.clone(), SMALL_MEMTABLE_BYTES),
-            (meta.clone(), SMALL_MEMTABLE_BYTES),
-            (kv.clone(), memtable_bytes()),
-            (apply_state.clone(), SMALL_MEMTABLE_BYTES),
-        ];
+        let sealer = super::sealer::Sealer::start(
+            vec![
+                (raft_log.clone(), memtable_bytes()),
+                (raft_state.clone(), SMALL_MEMTABLE_BYTES),
+                (meta.clone(), SMALL_MEMTABLE_BYTES),
+            ],
+            vec![
+                (kv.clone(), memtable_bytes()),
+                (apply_state.clone(), SMALL_MEMTABLE_BYTES),
+            ],
+        )?;
         Ok(Self {
-            sealer: Arc::new(super::sealer::Sealer::start(watched)?),
+            sealer: Arc::new(sealer),
             raft_log,
             raft_state,
             apply_state,
@@ -204,12 +208,12 @@ impl Store {
     /// Asks for the keyspaces a persist round writes to be sealed where full (see
     /// [`super::sealer`]).
     pub(crate) fn seal_full_log(&self) {
-        self.sealer.check(0..3);
+        self.sealer.check_log();
     }
 
     /// Asks for the keyspaces an apply writes to be sealed where full.
     pub(crate) fn seal_full_apply(&self) {
-        self.sealer.check(3..5);
+        self.sealer.check_apply();
     }
 
     /// Syncs everything written so far.
