@@ -49,10 +49,10 @@ pub(crate) const KV_SEPARATION_THRESHOLD_BYTES: u32 = 1024;
 /// at worst (the stalls lined up with the flushes in the node logs and in `flotilla
 /// bench --interval`). Smaller memtables make each stall shorter; sizes spread between
 /// replicas keep the stalls apart. Measured against 64 MiB everywhere on 3 nodes on one
-/// 2-core host, 256 clients, in five A/Bs over three builds
+/// 2-core host, 256 clients, in seven A/Bs over three builds
 /// (`bench/results/memtable-2026-12-06.txt`): 1 KiB writes had 0.50-0.86x the p99 in
-/// nine of ten cases (1.06x in one), 0.28-0.54x the p999 at 1 group and 0.64-1.24x at
-/// 64 groups, and 0.86-1.19x the throughput. The price is at 16 B: on Batch streams the
+/// thirteen of fourteen cases (1.06x in one), 0.28-0.54x the p999 at 1 group and
+/// 0.64-1.34x at 64 groups, and 0.86-1.31x the throughput. The price is at 16 B: on Batch streams the
 /// same throughput and CPU per write, 1.26-1.42x the p999, from more frequent flushes.
 pub(crate) const MEMTABLE_BYTES_MIN: u64 = 12 << 20;
 /// See [`MEMTABLE_BYTES_MIN`].
