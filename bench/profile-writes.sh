@@ -3,7 +3,7 @@
 # loopback cluster, one unprofiled case that measures throughput and CPU per operation
 # (server processes from /proc, the load generator from /usr/bin/time), then `perf
 # record` on node 1 during a second case, summarized per thread and per named cost by
-# bench/perf_shares.py.
+# bench/perf_shares.py, as shares of node 1's samples and as node 1's CPU per operation.
 #
 #   bench/profile-writes.sh BINARY OUTDIR        (RAFT_GROUPS=64 VALUE_SIZE=16 CLIENTS=256 API=unary)
 #
@@ -46,4 +46,7 @@ perf record -F 499 -e cpu-clock --call-graph dwarf,16384 -p "${pids[0]}" -o "$OU
   >/dev/null 2>"$OUT/perf.log"
 wait $load
 perf script -i "$OUT/perf.data" >"$OUT/script.txt" 2>/dev/null
-python3 "$(dirname "$0")/perf_shares.py" <"$OUT/script.txt" | tee "$OUT/shares.txt"
+# Node CPU per operation: samples over 499 Hz, divided by the operations of the 8 s
+# sampled (the profiled run's average rate times 8).
+ops=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["ops_per_s"] * 8)' "$OUT/bench-profiled.json")
+python3 "$(dirname "$0")/perf_shares.py" --per-op 499 "$ops" <"$OUT/script.txt" | tee "$OUT/shares.txt"
