@@ -69,17 +69,18 @@ def report(threads, hits, per_op=None):
         return "no samples"
 
     def us(n):
-        return f"{n / per_op[0] / per_op[1] * 1e6:5.1f} us/op  " if per_op else ""
+        return n / per_op[0] / per_op[1] * 1e6
 
     out = [f"{total} samples; by thread: " + ", ".join(
         f"{t} {n / total:.1%}" for t, n in threads.most_common())]
     if per_op:
-        out.append(f"node CPU per operation: {us(total).strip()}; by thread: " + ", ".join(
-            f"{t} {us(n).split(' us')[0].strip()}" for t, n in threads.most_common()))
+        out.append(f"node CPU per operation: {us(total):.1f} us/op; by thread: " + ", ".join(
+            f"{t} {us(n):.1f}" for t, n in threads.most_common()))
     for name, _ in COSTS:
         n = sum(hits[name].values())
         split = ", ".join(f"{t} {c / total:.1%}" for t, c in hits[name].most_common())
-        out.append(f"{n / total:6.1%}  {us(n)}{name}" + (f"  ({split})" if n else ""))
+        column = f"{us(n):5.1f} us/op  " if per_op else ""
+        out.append(f"{n / total:6.1%}  {column}{name}" + (f"  ({split})" if n else ""))
     return "\n".join(out)
 
 

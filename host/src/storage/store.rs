@@ -52,8 +52,9 @@ pub(crate) const KV_SEPARATION_THRESHOLD_BYTES: u32 = 1024;
 /// 2-core host, 256 clients, in seven A/Bs over three builds
 /// (`bench/results/memtable-2026-12-06.txt`): 1 KiB writes had 0.50-0.86x the p99 in
 /// thirteen of fourteen cases (1.06x in one), 0.28-0.54x the p999 at 1 group and
-/// 0.64-1.34x at 64 groups, and 0.86-1.31x the throughput. The price is at 16 B: on Batch streams the
-/// same throughput and CPU per write, 1.26-1.42x the p999, from more frequent flushes.
+/// 0.64-1.34x at 64 groups, and 0.86-1.31x the throughput. The price is at 16 B: on
+/// Batch streams the same throughput and CPU per write, 1.26-1.42x the p999, from more
+/// frequent flushes.
 pub(crate) const MEMTABLE_BYTES_MIN: u64 = 12 << 20;
 /// See [`MEMTABLE_BYTES_MIN`].
 pub(crate) const MEMTABLE_BYTES_MAX: u64 = 20 << 20;
