@@ -57,12 +57,11 @@ async fn local_query(
     kind: Option<ReadKind>,
     request: Vec<u8>,
 ) -> Result<(Vec<u8>, u64), RaftError> {
-    if let Some(kind) = kind {
-        node.raft.read_barrier(group, kind).await?;
-    } else if !node.hosts(group) {
-        return Err(RaftError::GroupNotFound(group));
+    match kind {
+        Some(kind) => node.raft.read_query(group, kind, request).await,
+        None if !node.hosts(group) => Err(RaftError::GroupNotFound(group)),
+        None => node.raft.query(group, request).await,
     }
-    node.raft.query(group, request).await
 }
 
 /// One proposal, as the unary `Propose` and each `Batch` item run it: checked, then

@@ -103,9 +103,9 @@ impl Node {
         }
         if query {
             self.raft
-                .read_barrier(META_GROUP, ReadKind::Linearizable)
-                .await?;
-            self.raft.query(META_GROUP, body).await.map(|(out, _)| out)
+                .read_query(META_GROUP, ReadKind::Linearizable, body)
+                .await
+                .map(|(out, _)| out)
         } else {
             self.raft
                 .propose(META_GROUP, body, String::new())

@@ -10,9 +10,9 @@ use super::apply::{ApplyLoop, ApplyTask};
 use super::fsm::{FsmError, StateMachineHost};
 use super::leaders::LeaderBoard;
 use super::msg::{
-    GroupStatus, PeerChange, PeerMsg, PeerSpec, Proposed, RaftError, ReadKind, StoreMsg,
+    GroupStatus, PeerChange, PeerMsg, PeerSpec, Proposed, RaftError, ReadKind, ReadWaiter, StoreMsg,
 };
-use super::query_pool::{QueryDeps, QueryPool, answer_batch};
+use super::query_pool::{QueryDeps, QueryJob, QueryPool, answer_batch};
 use super::router::Router;
 use super::snapshot::{self, SnapWorker};
 use super::store_loop::StoreLoop;
@@ -210,6 +210,27 @@ impl RaftStore {
     /// read observes at least.
     pub async fn read_barrier(&self, group: GroupId, kind: ReadKind) -> Result<u64, RaftError> {
         let (reply, rx) = oneshot::channel();
+        let reply = ReadWaiter::Index(reply);
+        self.router.send(group, PeerMsg::Read { kind, reply })?;
+        rx.await.map_err(|_| RaftError::Stopped)?
+    }
+
+    /// [`Self::read_barrier`] and then [`Self::query`], with the query queued by the
+    /// store loop as soon as the barrier passes rather than by this task once woken for
+    /// it: one wake-up of the caller per read instead of two.
+    pub async fn read_query(
+        &self,
+        group: GroupId,
+        kind: ReadKind,
+        request: Vec<u8>,
+    ) -> Result<(Vec<u8>, u64), RaftError> {
+        let (reply, rx) = oneshot::channel();
+        let job = QueryJob {
+            group,
+            request,
+            reply,
+        };
+        let reply = ReadWaiter::Query(job, self.queries.clone());
         self.router.send(group, PeerMsg::Read { kind, reply })?;
         rx.await.map_err(|_| RaftError::Stopped)?
     }
@@ -233,7 +254,7 @@ impl RaftStore {
         request: &[u8],
     ) -> Result<(Vec<u8>, u64), RaftError> {
         let (reply, mut rx) = oneshot::channel();
-        let job = super::query_pool::QueryJob {
+        let job = QueryJob {
             group,
             request: request.to_vec(),
             reply,

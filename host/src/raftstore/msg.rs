@@ -5,6 +5,7 @@
 use tokio::sync::oneshot;
 
 use super::fsm::FsmError;
+use super::query_pool::{QueryJob, QueryPool};
 use crate::ids::{GroupId, PeerId, PluginDigest};
 
 /// Why a proposal or read did not get an answer from the state machine.
@@ -44,6 +45,49 @@ pub struct Proposed {
 
 pub type ProposeReply = oneshot::Sender<Result<Proposed, RaftError>>;
 pub type IndexReply = oneshot::Sender<Result<u64, RaftError>>;
+
+/// Who waits for a read's barrier (applied >= the index the read must observe).
+pub enum ReadWaiter {
+    /// A caller that wants the index, to read on its own afterwards.
+    Index(IndexReply),
+    /// A query that goes onto the query pool the moment its barrier passes, from the
+    /// thread that saw it pass: the answer reaches the caller without first waking it
+    /// for the barrier.
+    Query(QueryJob, QueryPool),
+}
+
+impl std::fmt::Debug for ReadWaiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadWaiter::Index(_) => f.write_str("ReadWaiter::Index"),
+            ReadWaiter::Query(job, _) => write!(f, "ReadWaiter::Query(group {})", job.group),
+        }
+    }
+}
+
+impl ReadWaiter {
+    /// The barrier passed at `index`.
+    pub fn pass(self, index: u64) {
+        match self {
+            ReadWaiter::Index(reply) => {
+                let _ = reply.send(Ok(index));
+            }
+            ReadWaiter::Query(job, pool) => pool.queue_or_refuse(job),
+        }
+    }
+
+    /// The barrier cannot pass: the waiter gets `err`.
+    pub fn fail(self, err: RaftError) {
+        match self {
+            ReadWaiter::Index(reply) => {
+                let _ = reply.send(Err(err));
+            }
+            ReadWaiter::Query(job, _) => {
+                let _ = job.reply.send(Err(err));
+            }
+        }
+    }
+}
 
 /// How fresh a read must be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,10 +136,11 @@ pub enum PeerMsg {
         request_id: String,
         reply: ProposeReply,
     },
-    /// Answers with the index the caller must wait for (applied >= index) before reading.
+    /// Passes the waiter once this replica may serve the read: applied >= the index the
+    /// read must observe.
     Read {
         kind: ReadKind,
-        reply: IndexReply,
+        reply: ReadWaiter,
     },
     Upgrade {
         plugin: PluginDigest,

@@ -66,22 +66,39 @@ impl QueryPool {
         request: Vec<u8>,
     ) -> Result<oneshot::Receiver<QueryAnswer>, RaftError> {
         let (reply, rx) = oneshot::channel();
-        match self.tx.try_send(QueryJob {
+        self.try_queue(QueryJob {
             group,
             request,
             reply,
-        }) {
-            Ok(()) => Ok(rx),
-            Err(TrySendError::Full(_)) => Err(RaftError::Busy {
-                group,
-                reason: format!(
-                    "{} reads are already waiting for the plugin on this node",
-                    limits::QUERY_QUEUE_CAPACITY
-                ),
-                retry_after_ms: limits::TICK_INTERVAL_MS,
-            }),
-            Err(TrySendError::Disconnected(_)) => Err(RaftError::Stopped),
+        })
+        .map_err(|(_, e)| e)?;
+        Ok(rx)
+    }
+
+    /// Queues `job`; a full or stopped pool answers it with the reason instead. Never
+    /// blocks, so the store loop can call it.
+    pub fn queue_or_refuse(&self, job: QueryJob) {
+        if let Err((job, e)) = self.try_queue(job) {
+            let _ = job.reply.send(Err(e));
         }
+    }
+
+    fn try_queue(&self, job: QueryJob) -> Result<(), (QueryJob, RaftError)> {
+        let group = job.group;
+        self.tx.try_send(job).map_err(|e| match e {
+            TrySendError::Full(job) => (
+                job,
+                RaftError::Busy {
+                    group,
+                    reason: format!(
+                        "{} reads are already waiting for the plugin on this node",
+                        limits::QUERY_QUEUE_CAPACITY
+                    ),
+                    retry_after_ms: limits::TICK_INTERVAL_MS,
+                },
+            ),
+            TrySendError::Disconnected(job) => (job, RaftError::Stopped),
+        })
     }
 }
 
@@ -317,5 +334,30 @@ mod tests {
             }
             other => panic!("expected Busy, got {:?}", other.map(|_| ())),
         }
+    }
+
+    #[test]
+    fn a_read_queued_from_the_store_loop_is_answered_with_the_reason_when_refused() {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let pool = QueryPool { tx };
+        let (first, mut first_rx) = job(1, "a");
+        pool.queue_or_refuse(first);
+        assert!(
+            first_rx.try_recv().is_err(),
+            "a queued read waits for a worker"
+        );
+        let (second, mut second_rx) = job(2, "b");
+        pool.queue_or_refuse(second);
+        match second_rx.try_recv().expect("answered at once") {
+            Err(RaftError::Busy { group, .. }) => assert_eq!(group, GroupId(2)),
+            other => panic!("expected Busy, got {:?}", other.map(|_| ())),
+        }
+        drop(rx);
+        let (third, mut third_rx) = job(1, "c");
+        pool.queue_or_refuse(third);
+        assert_eq!(
+            third_rx.try_recv().expect("answered"),
+            Err(RaftError::Stopped)
+        );
     }
 }

@@ -143,6 +143,41 @@ async fn proposals_apply_once_across_a_crash() {
         .expect("join");
 }
 
+/// `read_query` passes the barrier and runs the query in one call: it sees every write
+/// acknowledged before it, and a replica that cannot serve the read answers why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_query_sees_acknowledged_writes_and_fails_where_no_barrier_can_pass() {
+    let mem = Arc::new(MemStore::default());
+    let (store, threads) = start(&mem);
+    store.start_peer(spec(1)).await.expect("start");
+    let mut total = 0;
+    for n in [3, 4, 5] {
+        store
+            .propose(GroupId(1), n.to_string().into_bytes(), String::new())
+            .await
+            .expect("propose");
+        total += n;
+        for kind in [ReadKind::Linearizable, ReadKind::Lease] {
+            let (out, applied) = store
+                .read_query(GroupId(1), kind, Vec::new())
+                .await
+                .expect("read");
+            assert_eq!(String::from_utf8_lossy(&out), total.to_string(), "{kind:?}");
+            assert!(applied >= 2, "applied index {applied}");
+        }
+    }
+    assert_eq!(
+        store
+            .read_query(GroupId(9), ReadKind::Linearizable, Vec::new())
+            .await,
+        Err(RaftError::GroupNotFound(GroupId(9)))
+    );
+    store.shutdown();
+    tokio::task::spawn_blocking(move || threads.join())
+        .await
+        .expect("join");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lease_and_upgrade_go_through_the_leader() {
     let mem = Arc::new(MemStore::default());
@@ -392,6 +427,40 @@ async fn followers_learn_commits_without_commit_only_appends() {
     assert!(sent < 10, "{sent} appends without entries for 50 proposals");
     for n in all {
         assert_eq!(applied_value(n, g, last).await, 51, "node {}", n.node());
+    }
+    for n in all {
+        n.shutdown();
+    }
+    for t in [t1, t2, t3] {
+        t.join();
+    }
+}
+
+/// A linearizable `read_query` on the leader of three replicas sees the acknowledged
+/// write; on a follower it is refused with the leader's id, not served stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_query_is_served_by_the_leader_and_refused_by_followers() {
+    let net = Arc::new(LocalNet::default());
+    let ([n1, n2, n3], [t1, t2, t3]) = start_three(&net);
+    let g = GroupId(11);
+    let all = [&n1, &n2, &n3];
+    start_group(&all, g).await;
+    propose_until_ok(&all, g, b"7").await;
+    let leader = leader_of(&all, g).await;
+    let (out, _) = leader
+        .read_query(g, ReadKind::Linearizable, Vec::new())
+        .await
+        .expect("leader read");
+    assert_eq!(out, b"7");
+    let leader_peer = PeerId::compose(1, leader.node());
+    for n in all.iter().filter(|n| n.node() != leader.node()) {
+        match n.read_query(g, ReadKind::Linearizable, Vec::new()).await {
+            Err(RaftError::NotLeader { group, leader }) => {
+                assert_eq!(group, g);
+                assert_eq!(leader, Some(leader_peer), "node {}", n.node());
+            }
+            other => panic!("node {} answered {other:?}", n.node()),
+        }
     }
     for n in all {
         n.shutdown();

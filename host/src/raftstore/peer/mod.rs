@@ -16,7 +16,9 @@ use raft::{RawNode, StateRole};
 
 use super::hibernate::{self, Hibernation};
 use super::leaders::LeaderBoard;
-use super::msg::{GroupStatus, IndexReply, PeerChange, PeerMsg, ProposeReply, RaftError, ReadKind};
+use super::msg::{
+    GroupStatus, IndexReply, PeerChange, PeerMsg, ProposeReply, RaftError, ReadKind, ReadWaiter,
+};
 use super::payload;
 use super::peer_storage::PeerStorage;
 use super::shared::GroupShared;
@@ -82,7 +84,7 @@ pub struct Committed {
 
 struct ReadBatch {
     ctx: u64,
-    replies: Vec<IndexReply>,
+    replies: Vec<ReadWaiter>,
 }
 
 pub struct Peer {
@@ -95,8 +97,8 @@ pub struct Peer {
     read_batches: VecDeque<ReadBatch>,
     /// Reads that arrived before this leader committed an entry of its term; raft-rs
     /// drops a ReadIndex in that window, so they wait here (bounded by the mailbox).
-    reads_before_commit: Vec<IndexReply>,
-    reads_waiting_apply: VecDeque<(u64, IndexReply)>,
+    reads_before_commit: Vec<ReadWaiter>,
+    reads_waiting_apply: VecDeque<(u64, ReadWaiter)>,
     next_read_ctx: u64,
     last_timestamp_ms: u64,
     applied: u64,
@@ -222,7 +224,7 @@ impl Peer {
         now_ms: u64,
     ) -> Option<tokio::sync::oneshot::Sender<Result<(), RaftError>>> {
         let mut batch = CommandBatchBuilder::default();
-        let mut reads: Vec<IndexReply> = Vec::new();
+        let mut reads: Vec<ReadWaiter> = Vec::new();
         let mut destroy = None;
         for msg in msgs {
             let wakes = match &msg {
@@ -348,13 +350,13 @@ impl Peer {
         }
         if !self.is_leader() {
             for r in self.reads_before_commit.drain(..) {
-                let _ = r.send(Err(RaftError::NotLeader {
+                r.fail(RaftError::NotLeader {
                     group: self.group,
                     leader: match self.raw.raft.leader_id {
                         0 => None,
                         id => Some(PeerId(id)),
                     },
-                }));
+                });
             }
             return;
         }
@@ -464,7 +466,7 @@ impl Peer {
         }
     }
 
-    fn lease_read(&mut self, reply: IndexReply) {
+    fn lease_read(&mut self, reply: ReadWaiter) {
         // raft-rs keeps check-quorum on, so a leader steps down once it cannot hear a
         // quorum within an election timeout; a leader that has committed in its own term
         // knows every earlier write.
@@ -476,13 +478,13 @@ impl Peer {
         } else if self.is_leader() {
             self.reads_before_commit.push(reply);
         } else {
-            let _ = reply.send(Err(self.not_leader()));
+            reply.fail(self.not_leader());
         }
     }
 
-    fn wait_applied(&mut self, index: u64, reply: IndexReply) {
+    fn wait_applied(&mut self, index: u64, reply: ReadWaiter) {
         if self.applied >= index {
-            let _ = reply.send(Ok(index));
+            reply.pass(index);
         } else {
             self.reads_waiting_apply.push_back((index, reply));
         }
@@ -503,7 +505,7 @@ impl Peer {
             .is_some_and(|(i, _)| *i <= applied)
         {
             if let Some((i, r)) = self.reads_waiting_apply.pop_front() {
-                let _ = r.send(Ok(i));
+                r.pass(i);
             }
         }
         let store = self.raw.store();
@@ -545,7 +547,7 @@ impl Peer {
                 let err = self.not_leader();
                 for b in self.read_batches.drain(..) {
                     for r in b.replies {
-                        let _ = r.send(Err(err.clone()));
+                        r.fail(err.clone());
                     }
                 }
             }
@@ -767,14 +769,14 @@ impl Peer {
         self.pending_commands = 0;
         for b in self.read_batches.drain(..) {
             for r in b.replies {
-                let _ = r.send(Err(err.clone()));
+                r.fail(err.clone());
             }
         }
         for r in self.reads_before_commit.drain(..) {
-            let _ = r.send(Err(err.clone()));
+            r.fail(err.clone());
         }
         for (_, r) in self.reads_waiting_apply.drain(..) {
-            let _ = r.send(Err(err.clone()));
+            r.fail(err.clone());
         }
     }
 }

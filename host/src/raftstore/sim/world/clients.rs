@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 use super::{BANK, OP_TIMEOUT_MS, World};
 use crate::ids::{GroupId, PeerId};
 use crate::raftstore::fsm::KvReader;
-use crate::raftstore::msg::{PeerMsg, Proposed, RaftError, ReadKind};
+use crate::raftstore::msg::{PeerMsg, Proposed, RaftError, ReadKind, ReadWaiter};
 use crate::raftstore::sim::fsm::{ACCOUNTS, account_key, balance_of, kv_key};
 use crate::raftstore::traits::ApplyStore;
 
@@ -162,7 +162,7 @@ impl World {
                 let (reply, rx) = oneshot::channel();
                 let msg = PeerMsg::Read {
                     kind: ReadKind::Linearizable,
-                    reply,
+                    reply: ReadWaiter::Index(reply),
                 };
                 live.router.send(group, msg).map(|()| Waiting::Read(rx))
             }
