@@ -10,7 +10,8 @@
 # binary and case, and the ratio NEW/OLD.
 # API=batch drives the nodes through Batch streams. OLD_ARGS and NEW_ARGS add `flotilla
 # server` flags to each side, so one binary can be compared with itself under two
-# settings (e.g. OLD_ARGS="--storage-threads 2").
+# settings (e.g. OLD_ARGS="--storage-threads 2"). OLD_BENCH_ARGS and NEW_BENCH_ARGS add
+# `flotilla bench` flags to each side's load (e.g. NEW_BENCH_ARGS="--codec binary").
 #
 #   bench/ab-compare.sh OLD_BINARY NEW_BINARY        (RUNS=3 DURATION=10s by default)
 set -euo pipefail
@@ -21,21 +22,23 @@ WORK=$(mktemp -d)
 trap 'pkill -f "$WORK" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 . "$(dirname "$0")/lib.sh"
 one() { # bin tag run
-  local bin=$1 tag=$2 run=$3 dir="$WORK/$2-$3" base=7790 extra
-  if [ "$tag" = old ]; then extra=${OLD_ARGS:-}; else extra=${NEW_ARGS:-}; fi
+  local bin=$1 tag=$2 run=$3 dir="$WORK/$2-$3" base=7790 extra bench_extra
+  if [ "$tag" = old ]; then extra=${OLD_ARGS:-}; bench_extra=${OLD_BENCH_ARGS:-}; else extra=${NEW_ARGS:-}; bench_extra=${NEW_BENCH_ARGS:-}; fi
   read -r -a SERVER_ARGS <<<"$extra"
+  local bench_args
+  read -r -a bench_args <<<"$bench_extra"
   start_flotilla3 "$bin" "$dir" $base
   local pids=("${NODE_PIDS[@]}")
   for g in 1 64; do
     local before after
     before=$(cpu_ticks "${pids[@]}")
-    "$bin" bench --endpoint 127.0.0.1:$base --clients "$CLIENTS" --groups $g --duration "$DURATION" --workload "$WORKLOAD" --value-size "$VALUE_SIZE" --api "$API" --output json >"$dir/bench.json"
+    "$bin" bench --endpoint 127.0.0.1:$base --clients "$CLIENTS" --groups $g --duration "$DURATION" --workload "$WORKLOAD" --value-size "$VALUE_SIZE" --api "$API" ${bench_args[@]+"${bench_args[@]}"} --output json >"$dir/bench.json"
     after=$(cpu_ticks "${pids[@]}")
     python3 -c "import json,sys; d=json.load(open('$dir/bench.json')); t=($after-$before)/$(getconf CLK_TCK); print('$tag', $run, $g, round(d['ops_per_s']), round(d['p99_ms'],1), d['errors'], round(t*1e6/max(d['ops'],1),1), round(d['p999_ms'],1))" | tee -a "$WORK/results"
   done
   pkill -f "$dir" || true; sleep 1
 }
-echo "# OLD=$OLD ${OLD_ARGS:-} NEW=$NEW ${NEW_ARGS:-} WORKLOAD=$WORKLOAD VALUE_SIZE=$VALUE_SIZE API=$API"
+echo "# OLD=$OLD ${OLD_ARGS:-} ${OLD_BENCH_ARGS:+(bench: $OLD_BENCH_ARGS)} NEW=$NEW ${NEW_ARGS:-} ${NEW_BENCH_ARGS:+(bench: $NEW_BENCH_ARGS)} WORKLOAD=$WORKLOAD VALUE_SIZE=$VALUE_SIZE API=$API"
 echo "# tag run groups ops/s p99_ms errors server_cpu_us_per_op p999_ms   ($(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
 for r in $(seq "$RUNS"); do
   if [ $((r % 2)) = 1 ]; then one "$OLD" old $r; one "$NEW" new $r; else one "$NEW" new $r; one "$OLD" old $r; fi

@@ -24,7 +24,8 @@
 # Usage: bench/compare-etcd.sh            (about 16 minutes: RUNS=3, DURATION=5s)
 #        QUICK=1 bench/compare-etcd.sh    (one run of 2 s cases, a smoke test)
 # Env: RUNS, DURATION, VALUE_SIZES ("16 1024"), CLIENTS ("1 16 256"), MANY_GROUPS (64),
-#      APIS ("unary batch"),
+#      APIS ("unary batch"), CODEC (json: how Flotilla's requests to the kv plugin are
+#      encoded; "binary" sends the SDK's compact binary codec, as etcd gets protobuf),
 #      CONNECTIONS (4: gRPC connections per node or member, shared by the clients),
 #      ETCD_PORT (23790: clients on +1..+3, peers on +11..+13), FLOTILLA_PORT (7730:
 #      nodes on +1..+3), FLOTILLA (a built binary: skips `cargo build --release`),
@@ -46,6 +47,7 @@ DURATION=${DURATION:-5s}
 VALUE_SIZES=${VALUE_SIZES:-"16 1024"}
 CLIENTS=${CLIENTS:-"1 16 256"}
 APIS=${APIS:-"unary batch"}
+CODEC=${CODEC:-json}
 MANY_GROUPS=${MANY_GROUPS:-64}
 CONNECTIONS=${CONNECTIONS:-4}
 ETCD_PORT=${ETCD_PORT:-23790}
@@ -148,6 +150,7 @@ bench_case() {
     flotilla-*) args=(--endpoint "$FLOTILLA_ENDPOINT" --groups "$MANY_GROUPS"); servers=("${FLOTILLA_PIDS[@]}") ;;
   esac
   case $system in *-batch) args+=(--api batch) ;; esac
+  case $system in flotilla-*) args+=(--codec "$CODEC") ;; esac
   if out=$("$F" bench "${args[@]}" --workload "$workload" --value-size "$value" \
       --clients "$clients" --connections "$CONNECTIONS" --duration "$DURATION" --output json \
       --cpu-pids "$(IFS=,; echo "${servers[*]}")" 2>"$WORK/bench.err"); then
@@ -184,7 +187,7 @@ ETCD_ENDPOINTS="127.0.0.1:$((ETCD_PORT + 1)),127.0.0.1:$((ETCD_PORT + 2)),127.0.
 FLOTILLA_ENDPOINT="127.0.0.1:$((FLOTILLA_PORT + 1))"
 
 echo "== compare-etcd $(date -u +%Y-%m-%dT%H:%M:%SZ) =="
-echo "runs $RUNS, $DURATION per case, values [$VALUE_SIZES] B, clients [$CLIENTS], $MANY_GROUPS groups, $CONNECTIONS connections per node, Flotilla APIs [$APIS]"
+echo "runs $RUNS, $DURATION per case, values [$VALUE_SIZES] B, clients [$CLIENTS], $MANY_GROUPS groups, $CONNECTIONS connections per node, Flotilla APIs [$APIS], Flotilla codec $CODEC"
 echo "$(etcd --version | head -1); flotilla $("$F" --version | awk '{print $2}') at $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
 echo "etcd GOMAXPROCS: ${ETCD_GOMAXPROCS:-default}; flotilla server flags: ${FLOTILLA_SERVER_ARGS:-default}"
 echo "machine: $(nproc) cores, $(uname -sr); data dirs on $(df -P "$WORK" | awk 'NR==2{print $1}')"

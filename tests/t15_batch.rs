@@ -288,6 +288,37 @@ async fn bench_writes_and_reads_through_batch_streams() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--codec binary` sends the kv plugin postcard instead of JSON: writes apply and reads
+/// find what they wrote (a miss would count as a `missing_key` error), unary and batched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bench_speaks_the_binary_codec_to_the_kv_plugin() -> anyhow::Result<()> {
+    let node = NodeProcess::start(BIN).await?;
+    for api in ["unary", "batch"] {
+        for workload in ["write", "read"] {
+            let summary = node.bench_json(&[
+                "--codec",
+                "binary",
+                "--api",
+                api,
+                "--workload",
+                workload,
+                "--clients",
+                "8",
+                "--read-keys",
+                "4",
+                "--duration",
+                "1s",
+            ])?;
+            assert_eq!(summary["codec"], "binary", "{summary}");
+            assert!(summary["ops"].as_u64().unwrap_or(0) > 0, "{summary}");
+            assert_eq!(summary["errors"], 0, "{summary}");
+        }
+    }
+    let stderr = node.cli_refused(&["bench", "--codec", "binary", "--target", "etcd"])?;
+    assert!(stderr.contains("--codec is for Flotilla"), "{stderr}");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_serves_a_bounded_number_of_batch_streams() -> anyhow::Result<()> {
     let node = NodeProcess::start(BIN).await?;

@@ -2,28 +2,28 @@
 //! the workloads need: a put and a linearizable get of one key.
 //!
 //! A Flotilla put is the `kv` plugin's `set`, which does not read or answer the previous
-//! value, as etcd's Put without `prev_kv` (what the etcd side sends) does not.
+//! value, as etcd's Put without `prev_kv` (what the etcd side sends) does not; it and the
+//! get go in the codec `--codec` picks ([`KvWire`]).
 
 use tonic::transport::Channel;
 
 use super::etcd::pb;
+use super::kv_wire::KvWire;
 use super::mux::Mux;
 use crate::proto::v1::batch_item::Op;
 use crate::proto::v1::batch_result::Result as Outcome;
 use crate::proto::v1::client_client::ClientClient;
 use crate::proto::v1::{ProposeRequest, QueryRequest, ReadConsistency};
 
-/// What the kv plugin answers for a key it does not hold.
-const KV_MISSING: &[u8] = br#"{"value":null}"#;
-
 pub enum Client {
     /// `kv` puts and gets on one group, through the node that led it at setup.
     Flotilla {
         c: ClientClient<Channel>,
         group: u64,
+        wire: KvWire,
     },
     /// The same puts and gets as items of a `Batch` stream shared with other clients.
-    FlotillaBatch { mux: Mux, group: u64 },
+    FlotillaBatch { mux: Mux, group: u64, wire: KvWire },
     /// etcd's KV service on one member.
     Etcd { c: pb::kv_client::KvClient<Channel> },
 }
@@ -55,20 +55,21 @@ impl From<tonic::Status> for OpError {
 impl Client {
     /// Sets `key` to `value`; returns once the system acknowledged the write as committed.
     pub async fn put(&mut self, key: &str, value: &str) -> Result<(), OpError> {
-        let put = |group: u64| ProposeRequest {
+        let put = |group: u64, wire: &KvWire| ProposeRequest {
             group_id: group,
-            command: format!(r#"{{"set":{{"key":"{key}","value":"{value}"}}}}"#).into_bytes(),
+            command: wire.set(key, value),
             request_id: String::new(),
         };
         match self {
-            Client::Flotilla { c, group } => {
-                c.propose(put(*group)).await?;
+            Client::Flotilla { c, group, wire } => {
+                c.propose(put(*group, wire)).await?;
             }
-            Client::FlotillaBatch { mux, group } => match mux.call(Op::Propose(put(*group))).await?
-            {
-                Outcome::Propose(_) => {}
-                other => return Err(unexpected(&other)),
-            },
+            Client::FlotillaBatch { mux, group, wire } => {
+                match mux.call(Op::Propose(put(*group, wire))).await? {
+                    Outcome::Propose(_) => {}
+                    other => return Err(unexpected(&other)),
+                }
+            }
             Client::Etcd { c } => {
                 c.put(pb::PutRequest {
                     key: key.as_bytes().to_vec(),
@@ -84,23 +85,27 @@ impl Client {
     /// A linearizable read of `key` (Flotilla: ReadIndex; etcd: `serializable=false`),
     /// which must find a value.
     pub async fn get(&mut self, key: &str) -> Result<(), OpError> {
-        let get = |group: u64| QueryRequest {
+        let get = |group: u64, wire: &KvWire| QueryRequest {
             group_id: group,
-            request: format!(r#"{{"get":{{"key":"{key}"}}}}"#).into_bytes(),
+            request: wire.get(key),
             consistency: ReadConsistency::Linearizable as i32,
         };
         match self {
-            Client::Flotilla { c, group } => {
-                let r = c.query(get(*group)).await?.into_inner();
-                if r.output == KV_MISSING {
+            Client::Flotilla { c, group, wire } => {
+                let r = c.query(get(*group, wire)).await?.into_inner();
+                if wire.is_missing(&r.output) {
                     return Err(OpError::Missing);
                 }
             }
-            Client::FlotillaBatch { mux, group } => match mux.call(Op::Query(get(*group))).await? {
-                Outcome::Query(r) if r.output == KV_MISSING => return Err(OpError::Missing),
-                Outcome::Query(_) => {}
-                other => return Err(unexpected(&other)),
-            },
+            Client::FlotillaBatch { mux, group, wire } => {
+                match mux.call(Op::Query(get(*group, wire))).await? {
+                    Outcome::Query(r) if wire.is_missing(&r.output) => {
+                        return Err(OpError::Missing);
+                    }
+                    Outcome::Query(_) => {}
+                    other => return Err(unexpected(&other)),
+                }
+            }
             Client::Etcd { c } => {
                 let r = c
                     .range(pb::RangeRequest {

@@ -9,6 +9,7 @@ use tonic::transport::Channel;
 
 use super::Api;
 use super::client::Client;
+use super::kv_wire::KvWire;
 use super::mux::Mux;
 use crate::cli::connect::{admin, channel, status_error};
 use crate::cli::plugin::deploy_bytes;
@@ -34,6 +35,7 @@ pub async fn setup(
     clients: usize,
     connections: usize,
     api: Api,
+    wire: &KvWire,
 ) -> anyhow::Result<FlotillaSetup> {
     let (info, _) = deploy_bytes(endpoint, "kv", examples::KV.to_vec(), false).await?;
     let plugin = format!("kv@{}", info.version);
@@ -90,12 +92,14 @@ pub async fn setup(
             Some(mux) => Client::FlotillaBatch {
                 mux: mux.clone(),
                 group,
+                wire: wire.clone(),
             },
             None => Client::Flotilla {
                 c: ClientClient::new(ch.clone())
                     .max_decoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX)
                     .max_encoding_message_size(limits::GRPC_MESSAGE_BYTES_MAX),
                 group,
+                wire: wire.clone(),
             },
         });
     }

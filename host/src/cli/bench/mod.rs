@@ -6,6 +6,7 @@
 //! - `client.rs`: one client's connection and its put/get, for either system
 //! - `flotilla.rs`, `etcd.rs`: setting each system up (groups, leaders, endpoints)
 //! - `mux.rs`: many clients' requests on one `Batch` stream (`--api batch`)
+//! - `kv_wire.rs`: the `kv` plugin's put and get in JSON or the binary codec (`--codec`)
 //! - `load.rs`: the preload and the timed closed loop
 //! - `report.rs`: the summary
 //! - `timeline.rs`: the run in slices of time (`--interval`)
@@ -14,6 +15,7 @@ mod client;
 mod cpu;
 mod etcd;
 mod flotilla;
+mod kv_wire;
 mod load;
 mod mux;
 mod report;
@@ -46,6 +48,32 @@ pub enum Api {
     /// its clients (what TiKV's client does); each client still waits for its result
     /// before its next request.
     Batch,
+}
+
+/// How the bench encodes the `kv` plugin's commands and queries (Flotilla only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WireCodec {
+    /// JSON, as people and scripts write them (`{"set":{"key":...,"value":...}}`).
+    Json,
+    /// The SDK's compact binary codec (a 0x00 byte, then postcard): to the plugin what
+    /// protobuf is to etcd's KV API.
+    Binary,
+}
+
+impl WireCodec {
+    fn sdk(self) -> flotilla_sdk::Codec {
+        match self {
+            WireCodec::Json => flotilla_sdk::Codec::Json,
+            WireCodec::Binary => flotilla_sdk::Codec::Binary,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            WireCodec::Json => "json",
+            WireCodec::Binary => "binary",
+        }
+    }
 }
 
 /// What each client does in its loop.
@@ -104,6 +132,10 @@ pub struct BenchArgs {
     /// streams.
     #[arg(long, value_enum, default_value_t = Api::Unary)]
     pub api: Api,
+    /// How Flotilla clients encode the kv plugin's commands and queries: JSON, or the
+    /// SDK's compact binary codec.
+    #[arg(long, value_enum, default_value_t = WireCodec::Json)]
+    pub codec: WireCodec,
     /// Keep the groups the bench created (by default they are deleted afterwards).
     #[arg(long)]
     pub keep_groups: bool,
@@ -149,8 +181,17 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
                 a.endpoints.is_none(),
                 "--endpoints is for --target etcd; Flotilla takes --endpoint"
             );
-            let s = flotilla::setup(&a.opts.endpoint, a.groups, a.clients, a.connections, a.api)
-                .await?;
+            let wire = kv_wire::KvWire::new(a.codec.sdk())
+                .map_err(|e| anyhow::anyhow!("cannot encode the kv plugin's messages: {e}"))?;
+            let s = flotilla::setup(
+                &a.opts.endpoint,
+                a.groups,
+                a.clients,
+                a.connections,
+                a.api,
+                &wire,
+            )
+            .await?;
             let routing = format!(
                 "each group's leader node ({}/{} groups; the rest via {})",
                 s.routed,
@@ -167,6 +208,10 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
             anyhow::ensure!(
                 a.api == Api::Unary,
                 "--api batch is for Flotilla; etcd's KV API has unary calls only"
+            );
+            anyhow::ensure!(
+                a.codec == WireCodec::Json,
+                "--codec is for Flotilla's kv plugin; etcd's KV API speaks protobuf"
             );
             let endpoints = a.endpoints.clone().map(|e| e.0).unwrap_or_default();
             let s = etcd::setup(&endpoints, a.connections, a.clients, a.etcd_route).await?;
@@ -206,6 +251,10 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
             api: match a.api {
                 Api::Unary => "unary",
                 Api::Batch => "batch",
+            },
+            codec: match a.target {
+                Target::Flotilla => a.codec.name(),
+                Target::Etcd => "protobuf",
             },
             clients: a.clients,
             groups: groups.len().max(1),

@@ -12,6 +12,9 @@ pub struct Case {
     pub workload: &'static str,
     /// "unary", or "batch" for requests multiplexed on `Batch` streams.
     pub api: &'static str,
+    /// How requests were encoded: "json" or "binary" (Flotilla's kv plugin), "protobuf"
+    /// (etcd).
+    pub codec: &'static str,
     pub clients: usize,
     pub groups: usize,
     pub value_size: usize,
@@ -56,7 +59,8 @@ impl Summary {
     pub fn json(&self) -> serde_json::Value {
         let c = &self.case;
         serde_json::json!({
-            "target": c.target, "workload": c.workload, "api": c.api, "clients": c.clients,
+            "target": c.target, "workload": c.workload, "api": c.api, "codec": c.codec,
+            "clients": c.clients,
             "groups": c.groups, "value_size": c.value_size, "routing": c.routing,
             "duration_s": self.duration_s, "ops": self.ops, "ops_per_s": self.ops_per_s,
             "p50_ms": self.p50_ms, "p99_ms": self.p99_ms, "p999_ms": self.p999_ms,
@@ -75,13 +79,14 @@ impl Summary {
         };
         let mut s = table(
             &[
-                "target", "workload", "api", "clients", "groups", "value", "duration", unit,
-                "p50 ms", "p99 ms", "p999 ms", "errors",
+                "target", "workload", "api", "codec", "clients", "groups", "value", "duration",
+                unit, "p50 ms", "p99 ms", "p999 ms", "errors",
             ],
             vec![vec![
                 c.target.to_string(),
                 c.workload.to_string(),
                 c.api.to_string(),
+                c.codec.to_string(),
                 c.clients.to_string(),
                 c.groups.to_string(),
                 format!("{} B", c.value_size),

@@ -119,6 +119,7 @@ fn case(workload: &'static str) -> report::Case {
         target: "etcd",
         workload,
         api: "unary",
+        codec: "protobuf",
         clients: 4,
         groups: 1,
         value_size: 16,
