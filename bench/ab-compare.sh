@@ -37,6 +37,9 @@ one() { # bin tag run
     python3 -c "import json,sys; d=json.load(open('$dir/bench.json')); t=($after-$before)/$(getconf CLK_TCK); print('$tag', $run, $g, round(d['ops_per_s']), round(d['p99_ms'],1), d['errors'], round(t*1e6/max(d['ops'],1),1), round(d['p999_ms'],1))" | tee -a "$WORK/results"
   done
   pkill -f "$dir" || true; sleep 1
+  # Each cluster's data goes once its cases are done: ten 1 KiB runs kept to the end
+  # filled the disk.
+  rm -rf "$dir"
 }
 echo "# OLD=$OLD ${OLD_ARGS:-} ${OLD_BENCH_ARGS:+(bench: $OLD_BENCH_ARGS)} NEW=$NEW ${NEW_ARGS:-} ${NEW_BENCH_ARGS:+(bench: $NEW_BENCH_ARGS)} WORKLOAD=$WORKLOAD VALUE_SIZE=$VALUE_SIZE API=$API"
 echo "# tag run groups ops/s p99_ms errors server_cpu_us_per_op p999_ms   ($(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
