@@ -336,10 +336,12 @@ fn start_three(net: &Arc<LocalNet>) -> ([RaftStore; 3], [super::StoreThreads; 3]
     ([n1, n2, n3], [t1, t2, t3])
 }
 
-/// Starts `g` with one voter on each of `nodes` (peer seq 1); the first campaigns.
+/// Starts `g` with one voter on each of `nodes` (peer seq 1); the first campaigns. It
+/// starts last: its vote requests must not reach a node before that node's own
+/// `start_peer`, which would then find the replica the request created (GroupExists).
 async fn start_group(nodes: &[&RaftStore], g: GroupId) {
     let peers: Vec<PeerId> = nodes.iter().map(|n| PeerId::compose(1, n.node())).collect();
-    for (i, n) in nodes.iter().enumerate() {
+    for (i, n) in nodes.iter().enumerate().rev() {
         n.start_peer(PeerSpec {
             group: g,
             peer: peers[i],
