@@ -260,28 +260,36 @@ async fn batch_items_run_like_unary_calls_and_fail_alone() -> anyhow::Result<()>
     Ok(())
 }
 
+/// A one-second `flotilla bench` with `args` (reads over 4 preloaded keys per client)
+/// that must do some operations and count no error: a read that misses a preloaded key
+/// counts as one (`missing_key`). Returns its JSON summary.
+fn short_clean_bench(node: &NodeProcess, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+    let mut all = args.to_vec();
+    all.extend_from_slice(&["--read-keys", "4", "--duration", "1s"]);
+    let summary = node.bench_json(&all)?;
+    assert!(summary["ops"].as_u64().unwrap_or(0) > 0, "{summary}");
+    assert_eq!(summary["errors"], 0, "{summary}");
+    Ok(summary)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bench_writes_and_reads_through_batch_streams() -> anyhow::Result<()> {
     let node = NodeProcess::start(BIN).await?;
     for workload in ["write", "read"] {
-        let summary = node.bench_json(&[
-            "--api",
-            "batch",
-            "--workload",
-            workload,
-            "--clients",
-            "16",
-            "--connections",
-            "2",
-            "--read-keys",
-            "4",
-            "--duration",
-            "1s",
-        ])?;
+        let summary = short_clean_bench(
+            &node,
+            &[
+                "--api",
+                "batch",
+                "--workload",
+                workload,
+                "--clients",
+                "16",
+                "--connections",
+                "2",
+            ],
+        )?;
         assert_eq!(summary["api"], "batch", "{summary}");
-        assert!(summary["ops"].as_u64().unwrap_or(0) > 0, "{summary}");
-        // A read that misses a preloaded key counts as an error (`missing_key`).
-        assert_eq!(summary["errors"], 0, "{summary}");
     }
     let stderr = node.cli_refused(&["bench", "--api", "batch", "--target", "etcd"])?;
     assert!(stderr.contains("--api batch is for Flotilla"), "{stderr}");
@@ -295,23 +303,20 @@ async fn bench_speaks_the_binary_codec_to_the_kv_plugin() -> anyhow::Result<()> 
     let node = NodeProcess::start(BIN).await?;
     for api in ["unary", "batch"] {
         for workload in ["write", "read"] {
-            let summary = node.bench_json(&[
-                "--codec",
-                "binary",
-                "--api",
-                api,
-                "--workload",
-                workload,
-                "--clients",
-                "8",
-                "--read-keys",
-                "4",
-                "--duration",
-                "1s",
-            ])?;
+            let summary = short_clean_bench(
+                &node,
+                &[
+                    "--codec",
+                    "binary",
+                    "--api",
+                    api,
+                    "--workload",
+                    workload,
+                    "--clients",
+                    "8",
+                ],
+            )?;
             assert_eq!(summary["codec"], "binary", "{summary}");
-            assert!(summary["ops"].as_u64().unwrap_or(0) > 0, "{summary}");
-            assert_eq!(summary["errors"], 0, "{summary}");
         }
     }
     let stderr = node.cli_refused(&["bench", "--codec", "binary", "--target", "etcd"])?;

@@ -336,6 +336,16 @@ fn start_three(net: &Arc<LocalNet>) -> ([RaftStore; 3], [super::StoreThreads; 3]
     ([n1, n2, n3], [t1, t2, t3])
 }
 
+/// Stops `nodes` and joins their threads.
+fn stop_all<const N: usize>(nodes: [&RaftStore; N], threads: [super::StoreThreads; N]) {
+    for n in nodes {
+        n.shutdown();
+    }
+    for t in threads {
+        t.join();
+    }
+}
+
 /// Starts `g` with one voter on each of `nodes` (peer seq 1); the first campaigns. It
 /// starts last: its vote requests must not reach a node before that node's own
 /// `start_peer`, which would then find the replica the request created (GroupExists).
@@ -430,12 +440,7 @@ async fn followers_learn_commits_without_commit_only_appends() {
     for n in all {
         assert_eq!(applied_value(n, g, last).await, 51, "node {}", n.node());
     }
-    for n in all {
-        n.shutdown();
-    }
-    for t in [t1, t2, t3] {
-        t.join();
-    }
+    stop_all(all, [t1, t2, t3]);
 }
 
 /// A linearizable `read_query` on the leader of three replicas sees the acknowledged
@@ -464,12 +469,7 @@ async fn a_read_query_is_served_by_the_leader_and_refused_by_followers() {
             other => panic!("node {} answered {other:?}", n.node()),
         }
     }
-    for n in all {
-        n.shutdown();
-    }
-    for t in [t1, t2, t3] {
-        t.join();
-    }
+    stop_all(all, [t1, t2, t3]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -565,12 +565,7 @@ async fn three_nodes_replicate_fail_over_and_catch_up_by_snapshot() {
         .expect("status");
     assert_eq!(st.voters.len(), 3);
     assert!(!st.voters.contains(&victim_peer.0));
-    for n in [&n1, &n2, &n3, &n4] {
-        n.shutdown();
-    }
-    for t in [t1, t2, t3, t4] {
-        t.join();
-    }
+    stop_all([&n1, &n2, &n3, &n4], [t1, t2, t3, t4]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -690,10 +685,5 @@ async fn idle_groups_hibernate_wake_on_demand_keep_leases_safe_and_fail_over() {
         .expect("status")
         .term;
     assert!(new_term > term);
-    for n in all {
-        n.shutdown();
-    }
-    for t in [t1, t2, t3] {
-        t.join();
-    }
+    stop_all(all, [t1, t2, t3]);
 }
