@@ -410,6 +410,61 @@ async fn applied_value(store: &RaftStore, g: GroupId, min_index: u64) -> i64 {
     );
 }
 
+/// A round that only moves the commit index writes no hard state: on disk the commit
+/// index stays where the last term or vote change left it, on the leader and on the
+/// followers, and a restart takes the applied index as its floor, as after a crash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_index_alone_is_not_written_and_a_restart_recovers_from_the_applied_index() {
+    use super::traits::LogStore as _;
+    let net = Arc::new(LocalNet::default());
+    let mems: [Arc<MemStore>; 3] = Default::default();
+    let start = |net: &Arc<LocalNet>| {
+        let (n1, t1) = start_node(1, &mems[0], net);
+        let (n2, t2) = start_node(2, &mems[1], net);
+        let (n3, t3) = start_node(3, &mems[2], net);
+        ([n1, n2, n3], [t1, t2, t3])
+    };
+    let g = GroupId(7);
+    let (nodes, threads) = start(&net);
+    start_group(&[&nodes[0], &nodes[1], &nodes[2]], g).await;
+    let mut last = 0;
+    for _ in 0..50 {
+        last = propose_until_ok(&[&nodes[0], &nodes[1], &nodes[2]], g, b"1").await;
+    }
+    for (n, mem) in nodes.iter().zip(&mems) {
+        assert_eq!(applied_value(n, g, last).await, 50);
+        let applied = n.applied(g).expect("replica").applied_index;
+        let on_disk = mem.raft_state(g).expect("read").expect("stored").hard_state;
+        assert!(
+            on_disk.commit + 50 <= applied,
+            "node {}: commit {} on disk, applied {applied}: commit-only rounds were written",
+            n.node(),
+            on_disk.commit
+        );
+    }
+    stop_all([&nodes[0], &nodes[1], &nodes[2]], threads);
+
+    let (nodes, threads) = start(&net);
+    for (n, mem) in nodes.iter().zip(&mems) {
+        let spec_of = mem.raft_state(g).expect("read").expect("stored").conf_state;
+        let peers: Vec<PeerId> = spec_of.voters.iter().map(|&p| PeerId(p)).collect();
+        n.start_peer(PeerSpec {
+            group: g,
+            peer: PeerId::compose(1, n.node()),
+            voters: peers,
+            plugin: PluginDigest::of(b"adder"),
+            campaign: false,
+        })
+        .await
+        .expect("restart");
+    }
+    let index = propose_until_ok(&[&nodes[0], &nodes[1], &nodes[2]], g, b"1").await;
+    for n in &nodes {
+        assert_eq!(applied_value(n, g, index).await, 51);
+    }
+    stop_all([&nodes[0], &nodes[1], &nodes[2]], threads);
+}
+
 /// A leader does not broadcast an append that only carries a new commit index (it would
 /// double the messages per entry): followers learn it from the next append, or, once
 /// proposals stop, from the next heartbeat.

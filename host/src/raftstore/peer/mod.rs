@@ -603,14 +603,18 @@ impl Peer {
         // durable before anyone hears of them; a higher commit index alone need not be
         // (after a crash it is learned again from the leader).
         let previous = store.hard_state();
-        let must_sync = !entries.is_empty()
-            || snapshot.is_some()
-            || hard_state
-                .as_ref()
-                .is_some_and(|hs| hs.term != previous.term || hs.vote != previous.vote);
+        let new_vote = hard_state
+            .as_ref()
+            .is_some_and(|hs| hs.term != previous.term || hs.vote != previous.vote);
+        let must_sync = !entries.is_empty() || snapshot.is_some() || new_vote;
         if let Some(hs) = &hard_state {
             store.set_hard_state(hs.clone());
         }
+        // Nor is it written at all (the Raft paper keeps the commit index volatile):
+        // loading a group takes its applied index as the floor of the commit index, and
+        // raft learns the rest from the leader. Under load every round of a group moves
+        // the commit index, so writing it cost one storage insert per group and round.
+        let hard_state = hard_state.filter(|_| new_vote);
         if let Some((i, t)) = compact_to {
             store.compact_to(i, t);
         }
