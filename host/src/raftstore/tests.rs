@@ -412,7 +412,8 @@ async fn applied_value(store: &RaftStore, g: GroupId, min_index: u64) -> i64 {
 
 /// A round that only moves the commit index writes no hard state: on disk the commit
 /// index stays where the last term or vote change left it, on the leader and on the
-/// followers, and a restart takes the applied index as its floor, as after a crash.
+/// followers, and a restart takes the applied index as its floor, as after a crash (raft
+/// refuses to start with an applied index above its commit index).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_index_alone_is_not_written_and_a_restart_recovers_from_the_applied_index() {
     use super::traits::LogStore as _;
@@ -445,13 +446,12 @@ async fn a_commit_index_alone_is_not_written_and_a_restart_recovers_from_the_app
     stop_all([&nodes[0], &nodes[1], &nodes[2]], threads);
 
     let (nodes, threads) = start(&net);
-    for (n, mem) in nodes.iter().zip(&mems) {
-        let spec_of = mem.raft_state(g).expect("read").expect("stored").conf_state;
-        let peers: Vec<PeerId> = spec_of.voters.iter().map(|&p| PeerId(p)).collect();
+    let peers: Vec<PeerId> = nodes.iter().map(|n| PeerId::compose(1, n.node())).collect();
+    for (n, peer) in nodes.iter().zip(&peers) {
         n.start_peer(PeerSpec {
             group: g,
-            peer: PeerId::compose(1, n.node()),
-            voters: peers,
+            peer: *peer,
+            voters: peers.clone(),
             plugin: PluginDigest::of(b"adder"),
             campaign: false,
         })
