@@ -141,7 +141,8 @@ pub struct BenchArgs {
     pub keep_groups: bool,
     /// Server processes whose CPU to report (PID,...; Linux): `--output json` then
     /// carries `cpu_ticks`, the user + system clock ticks they and the bench itself
-    /// spent during the timed run only (not while creating groups or preloading keys).
+    /// spent during the timed run only (not while creating groups or preloading keys),
+    /// with the servers' ticks also split by thread name (`server_threads`).
     #[arg(long, value_delimiter = ',', value_name = "PID,...")]
     pub cpu_pids: Vec<u32>,
     /// Also report the run in slices of this length, e.g. 1s: throughput, p50, p99 and
