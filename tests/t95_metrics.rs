@@ -222,6 +222,14 @@ async fn bench_summarizes_the_node_metrics() -> anyhow::Result<()> {
     let ticks = &summary["cpu_ticks"];
     assert!(ticks["servers"].as_u64().unwrap_or(0) > 0, "{summary}");
     assert!(ticks["generator"].as_u64().unwrap_or(0) > 0, "{summary}");
+    // ... and their split by thread name names the node's threads.
+    let by_thread = ticks["server_threads"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    assert!(by_thread.contains_key("flotilla-store"), "{summary}");
+    let split: u64 = by_thread.values().filter_map(|t| t.as_u64()).sum();
+    assert!(split > 0, "{summary}");
     assert!(
         m["proposals"].as_f64().unwrap_or(0.0) >= writes,
         "{summary}"
