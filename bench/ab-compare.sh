@@ -5,9 +5,11 @@
 # binary goes first (WORKLOAD=read: linearizable reads of preloaded keys instead;
 # VALUE_SIZE=1024 for 1 KiB values).
 # Prints every run, then the median ops/s, p99, p999 and server CPU per
-# operation (user+system time of the 3 node processes over the case, divided by the
+# operation (user+system time of the 3 node processes over the timed run, divided by the
 # operations done: the figure that other load on a shared machine disturbs least) per
-# binary and case, and the ratio NEW/OLD.
+# binary and case, and the ratio NEW/OLD. A binary whose bench predates --cpu-pids is
+# measured over its whole bench process instead ("cpu:whole" on its rows): compare the
+# CPU of two such sides only when both rows say the same.
 # API=batch drives the nodes through Batch streams. OLD_ARGS and NEW_ARGS add `flotilla
 # server` flags to each side, so one binary can be compared with itself under two
 # settings (e.g. OLD_ARGS="--storage-threads 2"). OLD_BENCH_ARGS and NEW_BENCH_ARGS add
@@ -29,12 +31,19 @@ one() { # bin tag run
   read -r -a bench_args <<<"$bench_extra"
   start_flotilla3 "$bin" "$dir" $base
   local pids=("${NODE_PIDS[@]}")
+  # A bench that has --cpu-pids reads the nodes' CPU over its timed run alone; an older
+  # one is bracketed whole, creating and removing its groups included (CPU_WINDOW says
+  # which, per side, in the results).
+  local window=whole
+  if "$bin" bench --help 2>/dev/null | grep -q -- --cpu-pids; then
+    window=timed; bench_args+=(--cpu-pids "$(IFS=,; echo "${pids[*]}")")
+  fi
   for g in 1 64; do
     local before after
     before=$(cpu_ticks "${pids[@]}")
     "$bin" bench --endpoint 127.0.0.1:$base --clients "$CLIENTS" --groups $g --duration "$DURATION" --workload "$WORKLOAD" --value-size "$VALUE_SIZE" --api "$API" ${bench_args[@]+"${bench_args[@]}"} --output json >"$dir/bench.json"
     after=$(cpu_ticks "${pids[@]}")
-    python3 -c "import json,sys; d=json.load(open('$dir/bench.json')); t=($after-$before)/$(getconf CLK_TCK); print('$tag', $run, $g, round(d['ops_per_s']), round(d['p99_ms'],1), d['errors'], round(t*1e6/max(d['ops'],1),1), round(d['p999_ms'],1))" | tee -a "$WORK/results"
+    python3 -c "import json,sys; d=json.load(open('$dir/bench.json')); c=d.get('cpu_ticks'); t=(c['servers'] if c else $after-$before)/$(getconf CLK_TCK); print('$tag', $run, $g, round(d['ops_per_s']), round(d['p99_ms'],1), d['errors'], round(t*1e6/max(d['ops'],1),1), round(d['p999_ms'],1), 'cpu:$window')" | tee -a "$WORK/results"
   done
   pkill -f "$dir" || true; sleep 1
   # Each cluster's data goes once its cases are done: ten 1 KiB runs kept to the end
@@ -42,7 +51,7 @@ one() { # bin tag run
   rm -rf "$dir"
 }
 echo "# OLD=$OLD ${OLD_ARGS:-} ${OLD_BENCH_ARGS:+(bench: $OLD_BENCH_ARGS)} NEW=$NEW ${NEW_ARGS:-} ${NEW_BENCH_ARGS:+(bench: $NEW_BENCH_ARGS)} WORKLOAD=$WORKLOAD VALUE_SIZE=$VALUE_SIZE API=$API"
-echo "# tag run groups ops/s p99_ms errors server_cpu_us_per_op p999_ms   ($(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
+echo "# tag run groups ops/s p99_ms errors server_cpu_us_per_op p999_ms cpu_window   ($(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
 for r in $(seq "$RUNS"); do
   if [ $((r % 2)) = 1 ]; then one "$OLD" old $r; one "$NEW" new $r; else one "$NEW" new $r; one "$OLD" old $r; fi
 done

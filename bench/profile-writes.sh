@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Where a node's CPU goes under a write load (or WORKLOAD=read): a fresh 3-node
 # loopback cluster, one unprofiled case that measures throughput and CPU per operation
-# (server processes from /proc, the load generator from /usr/bin/time), then `perf
-# record` on node 1 during a second case, summarized per thread and per named cost by
-# bench/perf_shares.py, as shares of node 1's samples and as node 1's CPU per operation.
+# over the bench's timed run (`--cpu-pids`; the whole bench process for a bench without
+# it), then `perf record` on node 1 during a second case, summarized per thread and per
+# named cost by bench/perf_shares.py, as shares of node 1's samples and as node 1's CPU
+# per operation.
 #
 #   bench/profile-writes.sh BINARY OUTDIR        (RAFT_GROUPS=64 VALUE_SIZE=16 CLIENTS=256 API=unary)
 #
@@ -23,10 +24,16 @@ trap 'pkill -f "$WORK" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 . "$(dirname "$0")/lib.sh"
 start_flotilla3 "$BIN" "$WORK" "$PORT"
 pids=("${NODE_PIDS[@]}")
+# A bench with --cpu-pids reads CPU over its timed run alone; an older one is bracketed
+# whole, creating and removing its groups included (the summary line says which).
+cpu_args=()
+if "$BIN" bench --help 2>/dev/null | grep -q -- --cpu-pids; then
+  cpu_args=(--cpu-pids "$(IFS=,; echo "${pids[*]}")")
+fi
 bench() { # duration json-out [command prefix...]
   local duration=$1 json=$2; shift 2
   "$@" "$BIN" bench --endpoint 127.0.0.1:$PORT --clients "$CLIENTS" --groups "$RAFT_GROUPS" --duration "$duration" \
-    --value-size "$VALUE_SIZE" --api "$API" --workload "$WORKLOAD" --output json >"$json"
+    --value-size "$VALUE_SIZE" --api "$API" --workload "$WORKLOAD" --output json ${cpu_args[@]+"${cpu_args[@]}"} >"$json"
 }
 before=$(cpu_ticks "${pids[@]}")
 bench 8s "$OUT/bench.json" /usr/bin/time -f "%U %S" -o "$WORK/gen-time"
@@ -35,9 +42,14 @@ python3 - "$OUT/bench.json" "$WORK/gen-time" "$before" "$after" <<'PY' | tee "$O
 import json, os, sys
 d = json.load(open(sys.argv[1])); u, s = map(float, open(sys.argv[2]).read().split()[-2:])
 ops = max(d["ops"], 1); tck = os.sysconf("SC_CLK_TCK")
-server = (int(sys.argv[4]) - int(sys.argv[3])) / tck * 1e6 / ops
+c = d.get("cpu_ticks")
+if c:
+    server, gen, window = c["servers"] / tck * 1e6 / ops, c["generator"] / tck * 1e6 / ops, "timed run"
+else:
+    server = (int(sys.argv[4]) - int(sys.argv[3])) / tck * 1e6 / ops
+    gen, window = (u + s) * 1e6 / ops, "whole bench process"
 print(f"{d['workload']}s, {d['groups']} groups, {d['value_size']} B, {d['clients']} clients: {d['ops_per_s']:.0f} ops/s, "
-      f"p99 {d['p99_ms']:.1f} ms; CPU per op: servers {server:.1f} us, load generator {(u + s) * 1e6 / ops:.1f} us")
+      f"p99 {d['p99_ms']:.1f} ms; CPU per op ({window}): servers {server:.1f} us, load generator {gen:.1f} us")
 PY
 bench 14s "$OUT/bench-profiled.json" &
 load=$!
