@@ -32,8 +32,8 @@ one() { # bin tag run
   start_flotilla3 "$bin" "$dir" $base
   local pids=("${NODE_PIDS[@]}")
   # A bench that has --cpu-pids reads the nodes' CPU over its timed run alone; an older
-  # one is bracketed whole, creating and removing its groups included (CPU_WINDOW says
-  # which, per side, in the results).
+  # one is bracketed whole, creating and removing its groups included (each result row
+  # ends in cpu:timed or cpu:whole).
   local window=whole
   if "$bin" bench --help 2>/dev/null | grep -q -- --cpu-pids; then
     window=timed; bench_args+=(--cpu-pids "$(IFS=,; echo "${pids[*]}")")
