@@ -31,13 +31,11 @@ one() { # bin tag run
   read -r -a bench_args <<<"$bench_extra"
   start_flotilla3 "$bin" "$dir" $base
   local pids=("${NODE_PIDS[@]}")
-  # A bench that has --cpu-pids reads the nodes' CPU over its timed run alone; an older
-  # one is bracketed whole, creating and removing its groups included (each result row
-  # ends in cpu:timed or cpu:whole).
+  # An older bench without --cpu-pids is bracketed whole, creating and removing its
+  # groups included (each result row ends in cpu:timed or cpu:whole).
+  bench_cpu_args "$bin" "${pids[@]}"
   local window=whole
-  if "$bin" bench --help 2>/dev/null | grep -q -- --cpu-pids; then
-    window=timed; bench_args+=(--cpu-pids "$(IFS=,; echo "${pids[*]}")")
-  fi
+  if [ ${#BENCH_CPU_ARGS[@]} -gt 0 ]; then window=timed; bench_args+=("${BENCH_CPU_ARGS[@]}"); fi
   for g in 1 64; do
     local before after
     before=$(cpu_ticks "${pids[@]}")

@@ -30,3 +30,14 @@ start_flotilla3() {
   echo "start_flotilla3: the cluster on 127.0.0.1:$port did not answer within 20 s (logs in $dir)" >&2
   return 1
 }
+
+# bench_cpu_args BINARY PID...: sets BENCH_CPU_ARGS to `--cpu-pids PID,...` when BINARY's
+# bench has that flag (it then reads the nodes' CPU over its timed run alone, in the JSON's
+# `cpu_ticks`), or to nothing for an older build, whose CPU callers bracket whole.
+bench_cpu_args() {
+  local bin=$1; shift
+  BENCH_CPU_ARGS=()
+  if "$bin" bench --help 2>/dev/null | grep -q -- --cpu-pids; then
+    BENCH_CPU_ARGS=(--cpu-pids "$(IFS=,; echo "$*")")
+  fi
+}

@@ -24,16 +24,13 @@ trap 'pkill -f "$WORK" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 . "$(dirname "$0")/lib.sh"
 start_flotilla3 "$BIN" "$WORK" "$PORT"
 pids=("${NODE_PIDS[@]}")
-# A bench with --cpu-pids reads CPU over its timed run alone; an older one is bracketed
-# whole, creating and removing its groups included (the summary line says which).
-cpu_args=()
-if "$BIN" bench --help 2>/dev/null | grep -q -- --cpu-pids; then
-  cpu_args=(--cpu-pids "$(IFS=,; echo "${pids[*]}")")
-fi
+# An older bench without --cpu-pids is bracketed whole, creating and removing its groups
+# included (the summary line says which).
+bench_cpu_args "$BIN" "${pids[@]}"
 bench() { # duration json-out [command prefix...]
   local duration=$1 json=$2; shift 2
   "$@" "$BIN" bench --endpoint 127.0.0.1:$PORT --clients "$CLIENTS" --groups "$RAFT_GROUPS" --duration "$duration" \
-    --value-size "$VALUE_SIZE" --api "$API" --workload "$WORKLOAD" --output json ${cpu_args[@]+"${cpu_args[@]}"} >"$json"
+    --value-size "$VALUE_SIZE" --api "$API" --workload "$WORKLOAD" --output json ${BENCH_CPU_ARGS[@]+"${BENCH_CPU_ARGS[@]}"} >"$json"
 }
 before=$(cpu_ticks "${pids[@]}")
 bench 8s "$OUT/bench.json" /usr/bin/time -f "%U %S" -o "$WORK/gen-time"
