@@ -330,9 +330,17 @@ fn start_node(
 
 /// Nodes 1-3 on `net`, each over a fresh in-memory store.
 fn start_three(net: &Arc<LocalNet>) -> ([RaftStore; 3], [super::StoreThreads; 3]) {
-    let (n1, t1) = start_node(1, &Arc::new(MemStore::default()), net);
-    let (n2, t2) = start_node(2, &Arc::new(MemStore::default()), net);
-    let (n3, t3) = start_node(3, &Arc::new(MemStore::default()), net);
+    start_three_over(net, &Default::default())
+}
+
+/// Nodes 1-3 on `net` over the given stores (node N over `mems[N - 1]`).
+fn start_three_over(
+    net: &Arc<LocalNet>,
+    mems: &[Arc<MemStore>; 3],
+) -> ([RaftStore; 3], [super::StoreThreads; 3]) {
+    let (n1, t1) = start_node(1, &mems[0], net);
+    let (n2, t2) = start_node(2, &mems[1], net);
+    let (n3, t3) = start_node(3, &mems[2], net);
     ([n1, n2, n3], [t1, t2, t3])
 }
 
@@ -419,14 +427,8 @@ async fn a_commit_index_alone_is_not_written_and_a_restart_recovers_from_the_app
     use super::traits::LogStore as _;
     let net = Arc::new(LocalNet::default());
     let mems: [Arc<MemStore>; 3] = Default::default();
-    let start = |net: &Arc<LocalNet>| {
-        let (n1, t1) = start_node(1, &mems[0], net);
-        let (n2, t2) = start_node(2, &mems[1], net);
-        let (n3, t3) = start_node(3, &mems[2], net);
-        ([n1, n2, n3], [t1, t2, t3])
-    };
     let g = GroupId(7);
-    let (nodes, threads) = start(&net);
+    let (nodes, threads) = start_three_over(&net, &mems);
     start_group(&[&nodes[0], &nodes[1], &nodes[2]], g).await;
     let mut last = 0;
     for _ in 0..50 {
@@ -445,19 +447,8 @@ async fn a_commit_index_alone_is_not_written_and_a_restart_recovers_from_the_app
     }
     stop_all([&nodes[0], &nodes[1], &nodes[2]], threads);
 
-    let (nodes, threads) = start(&net);
-    let peers: Vec<PeerId> = nodes.iter().map(|n| PeerId::compose(1, n.node())).collect();
-    for (n, peer) in nodes.iter().zip(&peers) {
-        n.start_peer(PeerSpec {
-            group: g,
-            peer: *peer,
-            voters: peers.clone(),
-            plugin: PluginDigest::of(b"adder"),
-            campaign: false,
-        })
-        .await
-        .expect("restart");
-    }
+    let (nodes, threads) = start_three_over(&net, &mems);
+    start_group(&[&nodes[0], &nodes[1], &nodes[2]], g).await;
     let index = propose_until_ok(&[&nodes[0], &nodes[1], &nodes[2]], g, b"1").await;
     for n in &nodes {
         assert_eq!(applied_value(n, g, index).await, 51);
