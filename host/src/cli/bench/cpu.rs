@@ -15,8 +15,8 @@ use anyhow::Context as _;
 pub struct CpuSample {
     servers: u64,
     own: u64,
-    /// (pid, tid) -> (thread name, ticks) of the servers' threads.
-    threads: BTreeMap<(u32, u64), (String, u64)>,
+    /// Thread id -> (thread name, ticks) of the servers' threads (ids are system-wide).
+    threads: BTreeMap<u64, (String, u64)>,
 }
 
 /// User + system ticks of all threads of a process, from the text of its
@@ -37,7 +37,7 @@ fn parse_name(stat: &str) -> Option<&str> {
 }
 
 /// Name and ticks of every thread of `pid` that can still be read.
-fn thread_ticks(pid: u32, out: &mut BTreeMap<(u32, u64), (String, u64)>) {
+fn thread_ticks(pid: u32, out: &mut BTreeMap<u64, (String, u64)>) {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return;
     };
@@ -49,7 +49,7 @@ fn thread_ticks(pid: u32, out: &mut BTreeMap<(u32, u64), (String, u64)>) {
             continue;
         };
         if let (Some(name), Some(ticks)) = (parse_name(&stat), parse_stat(&stat)) {
-            out.insert((pid, tid), (name.to_string(), ticks));
+            out.insert(tid, (name.to_string(), ticks));
         }
     }
 }
@@ -81,8 +81,8 @@ pub fn sample(pids: &[u32]) -> anyhow::Result<CpuSample> {
 /// by thread name.
 pub fn spent(before: CpuSample, after: CpuSample) -> serde_json::Value {
     let mut by_name: BTreeMap<String, u64> = BTreeMap::new();
-    for (key, (name, ticks)) in after.threads {
-        let earlier = before.threads.get(&key).map_or(0, |(_, t)| *t);
+    for (tid, (name, ticks)) in after.threads {
+        let earlier = before.threads.get(&tid).map_or(0, |(_, t)| *t);
         *by_name.entry(name).or_default() += ticks.saturating_sub(earlier);
     }
     serde_json::json!({
