@@ -13,11 +13,24 @@
 //! - `{"write_then_trap":{"key":"k","value":"v"}}`: writes, then traps.
 //! - `{"write_then_reject":{"key":"k","value":"v"}}`: writes, then returns an error.
 //! - `{"put":{"key":"k","value":"v"}}`: a well-behaved write, returns `{"previous":null}`.
+//! - `{"put_many":{"count":1000000,"key":"k","value":"v"}}`: `count` host `put` calls of
+//!   the same pair (host work that the guest's own fuel does not see), `{"count":N}`.
+//! - `{"get_many":{"count":1000000,"key_bytes":16384}}`: `count` host `get` calls of a key
+//!   of `key_bytes` bytes, `{"count":N}`.
+//! - `{"fill":{"prefix":"big/","first":0,"count":4,"value_bytes":4194304}}`: writes keys
+//!   `prefix` + zero-padded `first..first+count` with values of `value_bytes` bytes.
+//! - `{"scan_all":{}}`: walks every key with `kv::scan` pages of 10,000 pairs, keeping
+//!   nothing; `{"count":pairs}`.
+//! - `{"amplify":{"bytes":12582912}}`: a small command that writes `bytes` bytes in
+//!   values of at most 4 MiB.
 //!
 //! Queries (output: a string or `null`):
 //! - `{"get":{"key":"k"}}`: the value, to check that state is unchanged.
 //! - `{"put":{"key":"k","value":"v"}}`: tries to write during a query (the host refuses).
 //! - `{"loop_forever":{}}`, `{"trap":{}}`: misbehave on the read path.
+//! - `{"scan_all":{}}`: as the command, on the read path.
+//! - `{"count_static":{}}`: bumps a counter in a guest static and returns it (a read
+//!   that could see what earlier reads left behind in a shared instance).
 
 mod misbehave;
 
@@ -31,13 +44,49 @@ pub enum Command {
     Trap {},
     LoopForever {},
     AllocForever {},
-    Recurse { depth: u64 },
-    HugeOutput { bytes: u64 },
-    Panic { message: String },
-    Spin { iterations: u64 },
-    WriteThenTrap { key: String, value: String },
-    WriteThenReject { key: String, value: String },
-    Put { key: String, value: String },
+    Recurse {
+        depth: u64,
+    },
+    HugeOutput {
+        bytes: u64,
+    },
+    Panic {
+        message: String,
+    },
+    Spin {
+        iterations: u64,
+    },
+    WriteThenTrap {
+        key: String,
+        value: String,
+    },
+    WriteThenReject {
+        key: String,
+        value: String,
+    },
+    Put {
+        key: String,
+        value: String,
+    },
+    PutMany {
+        count: u64,
+        key: String,
+        value: String,
+    },
+    GetMany {
+        count: u64,
+        key_bytes: u64,
+    },
+    Fill {
+        prefix: String,
+        first: u64,
+        count: u64,
+        value_bytes: u64,
+    },
+    ScanAll {},
+    Amplify {
+        bytes: u64,
+    },
 }
 
 /// What a command that finishes returns.
@@ -58,11 +107,18 @@ pub enum Query {
     Put { key: String, value: String },
     LoopForever {},
     Trap {},
+    ScanAll {},
+    CountStatic {},
 }
 
 /// The hostile state machine.
 #[derive(Debug)]
 pub struct Hostile;
+
+/// `n` as a length, or a rejection when it does not fit in memory.
+fn size(n: u64) -> Result<usize, Rejection> {
+    usize::try_from(n).map_err(|_| Rejection::new(format!("{n} bytes do not fit in memory")))
+}
 
 fn get(key: &str) -> Option<String> {
     kv::get(key.as_bytes()).map(|v| String::from_utf8_lossy(&v).into_owned())
@@ -101,6 +157,49 @@ impl StateMachine for Hostile {
                 kv::put(key.as_bytes(), value.as_bytes());
                 Ok(Output::Previous(previous))
             }
+            Command::PutMany { count, key, value } => {
+                for _ in 0..count {
+                    kv::put(key.as_bytes(), value.as_bytes());
+                }
+                Ok(Output::Count(count))
+            }
+            Command::GetMany { count, key_bytes } => {
+                let key = vec![b'k'; size(key_bytes)?];
+                let mut found = 0;
+                for _ in 0..count {
+                    found += u64::from(kv::get(&key).is_some());
+                }
+                Ok(Output::Count(count + found))
+            }
+            Command::Fill {
+                prefix,
+                first,
+                count,
+                value_bytes,
+            } => {
+                let value = vec![b'v'; size(value_bytes)?];
+                for i in first..first.saturating_add(count) {
+                    kv::put(format!("{prefix}{i:08}").as_bytes(), &value);
+                }
+                Ok(Output::Count(count))
+            }
+            Command::ScanAll {} => Ok(Output::Count(misbehave::scan_all())),
+            Command::Amplify { bytes } => {
+                let chunk = 4 << 20;
+                let value = vec![b'a'; chunk];
+                let mut left = size(bytes)?;
+                let mut i = 0u64;
+                while left > 0 {
+                    let n = left.min(chunk);
+                    kv::put(
+                        format!("amp/{i:08}").as_bytes(),
+                        value.get(..n).unwrap_or(&value),
+                    );
+                    left -= n;
+                    i += 1;
+                }
+                Ok(Output::Count(i))
+            }
         }
     }
 
@@ -113,6 +212,8 @@ impl StateMachine for Hostile {
             }
             Query::LoopForever {} => misbehave::loop_forever(),
             Query::Trap {} => misbehave::trap(),
+            Query::ScanAll {} => Ok(Some(misbehave::scan_all().to_string())),
+            Query::CountStatic {} => Ok(Some(misbehave::count_static().to_string())),
         }
     }
 }

@@ -1,6 +1,12 @@
 //! The misbehaviours themselves, written so the optimiser cannot remove them.
 
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use flotilla_sdk::kv;
+
+/// A counter that lives as long as the instance: reads must never see another read's.
+static CALLS: AtomicU64 = AtomicU64::new(0);
 
 /// Traps immediately (`unreachable` on Wasm, `abort` natively).
 pub(crate) fn trap() -> ! {
@@ -47,4 +53,26 @@ pub(crate) fn spin(iterations: u64) -> u64 {
         count = black_box(count + 1);
     }
     count
+}
+
+/// Walks every key in pages of 10,000 pairs (the host may return fewer), keeping only
+/// the count; returns the number of pairs seen.
+pub(crate) fn scan_all() -> u64 {
+    let mut start = Vec::new();
+    let mut seen = 0u64;
+    loop {
+        let page = kv::scan(&start, None, 10_000);
+        let Some((last, _)) = page.last() else {
+            return seen;
+        };
+        seen += page.len() as u64;
+        start = last.clone();
+        start.push(0);
+        black_box(&page);
+    }
+}
+
+/// Bumps the instance's counter and returns its new value (1 in a fresh instance).
+pub(crate) fn count_static() -> u64 {
+    CALLS.fetch_add(1, Ordering::Relaxed) + 1
 }
