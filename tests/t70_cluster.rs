@@ -34,6 +34,7 @@ async fn create(c: &Cluster, via: usize, plugin: &str) -> anyhow::Result<u64> {
         .create_group(CreateGroupRequest {
             plugin: plugin.into(),
             replicas: 3,
+            ..Default::default()
         })
         .await?
         .into_inner()

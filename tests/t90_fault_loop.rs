@@ -333,6 +333,7 @@ async fn kill9_and_sigstop_under_load_keep_the_history_linearizable() -> anyhow:
         .create_group(CreateGroupRequest {
             plugin: "kv".into(),
             replicas: 3,
+            ..Default::default()
         })
         .await?
         .into_inner()

@@ -7,6 +7,11 @@
 //! During `apply`, writes are buffered by the host and committed with the applied index
 //! only if the command succeeds; a [`Rejection`] or a trap discards them. During `query`,
 //! writes are refused and fail the query.
+//!
+//! Host calls are not free: each one costs fuel from the call's budget (by call and by
+//! bytes moved), the same budget the plugin's own instructions use, so a command's total
+//! work is bounded. Keys are at most [`KEY_BYTES_MAX`], values [`VALUE_BYTES_MAX`], and
+//! the group has a storage quota (keys and bytes) that refuses writes past it.
 
 use std::collections::VecDeque;
 
@@ -18,6 +23,16 @@ use crate::backend;
 
 /// Pairs fetched per host call by [`Scan`].
 const PAGE: u32 = 256;
+
+/// The longest key the host accepts in any call, in bytes. A longer one aborts the call
+/// with an error that names it (a client sees `INVALID_ARGUMENT`); check keys built from
+/// requests against it to answer with your own message instead.
+pub const KEY_BYTES_MAX: usize = 16 * 1024;
+/// The largest value the host accepts in [`put`], in bytes.
+pub const VALUE_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Bytes of keys and values one [`scan`] call returns at most (always at least one pair,
+/// whatever its size): a scan is a page, and [`scan_all`] walks the pages.
+pub const SCAN_PAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// The value under `key`, if any.
 #[must_use]
@@ -36,7 +51,8 @@ pub fn delete(key: &[u8]) {
 }
 
 /// One host call: up to `limit` pairs with keys in `[start, end)`, ascending. The host
-/// caps `limit`, so fewer pairs than asked do not mean the range is exhausted; use
+/// caps `limit` (10,000 pairs) and the page's bytes ([`SCAN_PAGE_BYTES_MAX`]), and each
+/// pair costs fuel, so fewer pairs than asked do not mean the range is exhausted; use
 /// [`scan_all`] to walk a whole range.
 #[must_use]
 pub fn scan(start: &[u8], end: Option<&[u8]>, limit: u32) -> Vec<(Vec<u8>, Vec<u8>)> {

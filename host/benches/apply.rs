@@ -48,11 +48,7 @@ impl StateMachineHost for NativeKv {
                 }),
                 Err(e) => Err(FsmError::Invalid(e.to_string())),
             };
-            match r {
-                Ok(_) => kv.commit_command(),
-                Err(_) => kv.discard_command(),
-            }
-            out.push(r);
+            out.push(kv.settle(r));
         }
         (kv, out)
     }

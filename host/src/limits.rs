@@ -62,8 +62,14 @@ pub const RAFT_MESSAGE_BYTES_MAX: u64 = 1024 * 1024;
 /// Append messages in flight per follower.
 pub const RAFT_INFLIGHT_MESSAGES_MAX: usize = 256;
 
-/// Fuel (roughly wasm instructions) one apply or query call may burn.
+/// Fuel (roughly wasm instructions, host work priced in the same unit; see
+/// `plugin::meter`) one apply or query call may burn.
 pub const PLUGIN_FUEL_PER_CALL: u64 = 200_000_000;
+/// Fuel the commands of one entry may burn together: a command that would start past it
+/// does not run and may be retried. With the last command allowed its full budget, an
+/// entry costs at most this plus [`PLUGIN_FUEL_PER_CALL`], which bounds how long one
+/// entry holds the apply thread.
+pub const ENTRY_FUEL_MAX: u64 = PLUGIN_FUEL_PER_CALL;
 /// Linear memory one plugin instance may grow to, in bytes.
 pub const PLUGIN_MEMORY_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Wasm call stack available to a plugin, in bytes.
@@ -74,7 +80,11 @@ pub const PLUGIN_INSTANCES_MAX: u32 = 64;
 /// plugin's wasm stack lives on the calling thread, on top of the host's own frames.
 pub const APPLY_THREAD_STACK_BYTES: usize = 8 * 1024 * 1024;
 /// Pairs one `kv.scan` call returns, at most (a larger `limit` is capped).
-pub const KV_SCAN_PAIRS_MAX: u32 = 10_000;
+pub const KV_SCAN_PAIRS_MAX: usize = 10_000;
+/// Bytes of keys and values one `kv.scan` call returns, at most (but always one pair,
+/// so a scan makes progress): the host reads no more than one page ahead, and the
+/// guest SDK's `scan_all` walks a range page by page.
+pub const KV_SCAN_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Bytes of one key written by a plugin, at most.
 pub const KV_KEY_BYTES_MAX: usize = 16 * 1024;
 /// Bytes of one value written by a plugin, at most.
@@ -97,6 +107,15 @@ pub const BATCH_RESPONSE_BYTES_MAX: usize = 2 * 1024 * 1024;
 pub const BATCH_RESPONSES_QUEUED_MAX: usize = 16;
 /// Bytes written by one command (sum of keys and values), at most.
 pub const KV_WRITE_BYTES_PER_COMMAND_MAX: usize = 16 * 1024 * 1024;
+/// Bytes written by the commands of one entry together, at most: a command that would
+/// pass it does not run (and may be retried in a later entry).
+pub const KV_WRITE_BYTES_PER_ENTRY_MAX: usize = 64 * 1024 * 1024;
+/// Keys a group may store unless created with another quota (`group create
+/// --quota-keys`, `group set-quota`).
+pub const GROUP_QUOTA_KEYS_DEFAULT: u64 = 10_000_000;
+/// Bytes of keys and values a group may store unless created with another quota
+/// (`--quota-bytes`).
+pub const GROUP_QUOTA_BYTES_DEFAULT: u64 = 1024 * 1024 * 1024;
 /// Bytes of one guest log line kept; the rest is cut.
 pub const GUEST_LOG_LINE_BYTES_MAX: usize = 4 * 1024;
 /// Guest log lines one apply or query call may write to the node's log; later lines
@@ -126,4 +145,26 @@ const _: () = assert!(HEARTBEAT_TICKS < ELECTION_TICKS);
 const _: () = assert!(PLUGIN_STACK_BYTES_MAX * 4 <= APPLY_THREAD_STACK_BYTES);
 const _: () = assert!(OUTPUT_SIZE_BYTES_MAX < PLUGIN_MEMORY_BYTES_MAX);
 const _: () = assert!(KV_VALUE_BYTES_MAX <= KV_WRITE_BYTES_PER_COMMAND_MAX);
+const _: () = assert!(KV_WRITE_BYTES_PER_COMMAND_MAX <= KV_WRITE_BYTES_PER_ENTRY_MAX);
+// Every key the host writes fits the store: a user key behind the 8-byte group prefix,
+// and the host's own records (request ids of at most 128 bytes behind a short prefix).
+const _: () = assert!(8 + KV_KEY_BYTES_MAX <= u16::MAX as usize);
+// A scan page (its budget, or one pair when the first is larger) fits a guest's memory
+// with room to spare.
+const _: () = assert!(
+    2 * (KV_SCAN_BYTES_MAX + KV_KEY_BYTES_MAX + KV_VALUE_BYTES_MAX) < PLUGIN_MEMORY_BYTES_MAX
+);
 const _: () = assert!(ENTRY_COMMANDS_MAX <= PENDING_PROPOSALS_MAX);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The guest SDK states the host's KV limits to plugin authors; they must agree.
+    #[test]
+    fn the_sdk_states_the_hosts_kv_limits() {
+        assert_eq!(flotilla_sdk::kv::KEY_BYTES_MAX, KV_KEY_BYTES_MAX);
+        assert_eq!(flotilla_sdk::kv::VALUE_BYTES_MAX, KV_VALUE_BYTES_MAX);
+        assert_eq!(flotilla_sdk::kv::SCAN_PAGE_BYTES_MAX, KV_SCAN_BYTES_MAX);
+    }
+}

@@ -325,6 +325,7 @@ impl NodeProcess {
             .create_group(CreateGroupRequest {
                 plugin: plugin.into(),
                 replicas: 0,
+                ..Default::default()
             })
             .await?
             .into_inner()

@@ -25,6 +25,7 @@ pub(super) fn rows(v: &Vars) -> Vec<Row> {
                         .create_group(CreateGroupRequest {
                             plugin: "no-such-plugin".into(),
                             replicas: 0,
+                            ..Default::default()
                         })
                         .await?;
                     Ok(())
@@ -44,6 +45,7 @@ pub(super) fn rows(v: &Vars) -> Vec<Row> {
                         .create_group(CreateGroupRequest {
                             plugin,
                             replicas: 0,
+                            ..Default::default()
                         })
                         .await?;
                     Ok(())
@@ -62,6 +64,7 @@ pub(super) fn rows(v: &Vars) -> Vec<Row> {
                         .create_group(CreateGroupRequest {
                             plugin: "kv".into(),
                             replicas: 99,
+                            ..Default::default()
                         })
                         .await?;
                     Ok(())

@@ -177,6 +177,7 @@ async fn delete_under_writes(ctx: Ctx) -> Result<(), tonic::Status> {
         .create_group(CreateGroupRequest {
             plugin: "kv".into(),
             replicas: 3,
+            ..Default::default()
         })
         .await?
         .into_inner()
@@ -351,6 +352,7 @@ async fn hostile_requests_get_clear_errors_and_change_nothing() -> anyhow::Resul
         .create_group(CreateGroupRequest {
             plugin: "kv".into(),
             replicas: 3,
+            ..Default::default()
         })
         .await?
         .into_inner()

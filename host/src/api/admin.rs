@@ -1,5 +1,5 @@
 //! The admin service: deploy and list plugins; create, delete, list, inspect and upgrade
-//! groups.
+//! groups, and set their storage quotas.
 
 use std::sync::Arc;
 
@@ -18,6 +18,7 @@ use crate::proto::v1::admin_client::AdminClient;
 use crate::proto::v1::admin_server::Admin;
 use crate::proto::v1::*;
 use crate::raftstore::RaftError;
+use crate::raftstore::quota::Quota;
 
 #[derive(Debug)]
 pub struct AdminService {
@@ -46,6 +47,33 @@ impl AdminService {
             plugin_digest: g.plugin_digest.to_string(),
             peers: g.replicas.iter().map(|r| r.peer.0).collect(),
         }
+    }
+
+    /// Proposes `quota` on the group's leader (forwarded there if needed); returns the
+    /// index it applies at.
+    async fn set_quota(&self, group: GroupId, quota: Quota, fwd: bool) -> Result<u64, Status> {
+        let node = &self.node;
+        let req = SetGroupQuotaRequest {
+            group_id: group.0,
+            keys_max: quota.keys_max,
+            bytes_max: quota.bytes_max,
+        };
+        let req = &req;
+        node.on_leader(
+            group,
+            fwd,
+            || Box::pin(async move { node.raft.set_quota(group, quota).await }),
+            |ch| {
+                Box::pin(async move {
+                    Ok(AdminClient::new(ch)
+                        .set_group_quota(route::forwarded(*req))
+                        .await?
+                        .into_inner()
+                        .index)
+                })
+            },
+        )
+        .await
     }
 
     async fn meta_group(&self, group: GroupId) -> Result<MetaGroup, Status> {
@@ -157,6 +185,21 @@ impl Admin for AdminService {
             )));
         }
         let record = self.node.create_group(&req.plugin, req.replicas).await?;
+        if req.quota_keys != 0 || req.quota_bytes != 0 {
+            let quota = quota_or_default(req.quota_keys, req.quota_bytes);
+            self.set_quota(record.id, quota, false).await.map_err(|e| {
+                Status::new(
+                    e.code(),
+                    format!(
+                        "group {} was created, but its quota was not set: {}; \
+                         set it with `flotilla group set-quota {}`",
+                        record.id,
+                        e.message(),
+                        record.id
+                    ),
+                )
+            })?;
+        }
         let group = self.group_info(&record).await;
         Ok(Response::new(CreateGroupResponse { group: Some(group) }))
     }
@@ -227,6 +270,10 @@ impl Admin for AdminService {
             Box::pin(async move {
                 let st = node.raft.status(group).await?;
                 let applied = node.raft.applied(group);
+                let raft = node.raft.clone();
+                let account = tokio::task::spawn_blocking(move || raft.account(group))
+                    .await
+                    .map_err(|_| RaftError::Unanswered)??;
                 Ok(GroupStatusResponse {
                     group: None,
                     role: st.role,
@@ -241,6 +288,12 @@ impl Admin for AdminService {
                     node_id: node.id.0,
                     replicas: Vec::new(),
                     last_check: String::new(),
+                    storage: Some(GroupStorage {
+                        keys: account.usage.keys,
+                        bytes: account.usage.bytes,
+                        keys_max: account.quota.keys_max,
+                        bytes_max: account.quota.bytes_max,
+                    }),
                 })
             })
         };
@@ -364,9 +417,42 @@ impl Admin for AdminService {
                 .await?;
         }
         let g = self.meta_group(group).await?;
+        let mut info = self.group_info(&g).await;
+        // The same bytes may be deployed under several names: the group runs the one
+        // asked for, not whichever name the digest happens to resolve to first.
+        info.plugin = plugin.spec();
         Ok(Response::new(UpgradeGroupResponse {
             index,
-            group: Some(self.group_info(&g).await),
+            group: Some(info),
         }))
+    }
+
+    async fn set_group_quota(
+        &self,
+        request: Request<SetGroupQuotaRequest>,
+    ) -> Result<Response<SetGroupQuotaResponse>, Status> {
+        let fwd = route::is_forwarded(&request);
+        let req = request.into_inner();
+        let group = check_group(req.group_id)?;
+        let quota = quota_or_default(req.keys_max, req.bytes_max);
+        let index = self.set_quota(group, quota, fwd).await?;
+        Ok(Response::new(SetGroupQuotaResponse { index }))
+    }
+}
+
+/// A quota from request fields, where 0 means the node's default.
+fn quota_or_default(keys_max: u64, bytes_max: u64) -> Quota {
+    let default = Quota::default();
+    Quota {
+        keys_max: if keys_max == 0 {
+            default.keys_max
+        } else {
+            keys_max
+        },
+        bytes_max: if bytes_max == 0 {
+            default.bytes_max
+        } else {
+            bytes_max
+        },
     }
 }

@@ -24,9 +24,6 @@ pub struct ClusterService {
     pub node: Arc<Node>,
 }
 
-/// Pairs read per scan while hashing a replica.
-const DIGEST_PAGE: usize = 1000;
-
 fn state_name(s: NodeState) -> &'static str {
     match s {
         NodeState::Up => "up",
@@ -272,26 +269,11 @@ impl Cluster for ClusterService {
                 .ok_or_else(|| Status::not_found(format!("group {group} has no state here")))?;
             let mut hash = sha2::Sha256::new();
             hash.update(state.plugin.0);
-            let mut start: Vec<u8> = Vec::new();
             let mut pairs = 0u64;
-            loop {
-                let page = snap
-                    .scan(group, &start, None, DIGEST_PAGE)
-                    .map_err(Status::internal)?;
-                for (k, v) in &page {
-                    hash.update((k.len() as u32).to_be_bytes());
-                    hash.update(k);
-                    hash.update((v.len() as u32).to_be_bytes());
-                    hash.update(v);
-                }
-                pairs += page.len() as u64;
-                match page.last() {
-                    Some((k, _)) if page.len() == DIGEST_PAGE => {
-                        start = k.clone();
-                        start.push(0);
-                    }
-                    _ => break,
-                }
+            for item in snap.scan(group, b"", None) {
+                let (k, v) = item.map_err(Status::internal)?;
+                crate::raftstore::digest::hash_pair(&mut hash, &k, &v);
+                pairs += 1;
             }
             Ok(ReplicaDigestResponse {
                 applied_index: state.applied_index,

@@ -3,9 +3,10 @@
 //! | error                                   | code                 |
 //! |-----------------------------------------|----------------------|
 //! | unknown group or plugin                 | NOT_FOUND            |
-//! | bad request, undecodable command, bad plugin bytes | INVALID_ARGUMENT |
-//! | plugin refused the command, trapped, ran out of fuel or memory | FAILED_PRECONDITION |
-//! | overloaded (mailbox, pending proposals, apply lag) | RESOURCE_EXHAUSTED (+ `retry-after-ms`) |
+//! | bad request, undecodable command, bad plugin bytes, a key or value over the host's limits | INVALID_ARGUMENT |
+//! | plugin refused the command, trapped, ran out of fuel or memory, or its writes would pass the group's storage quota | FAILED_PRECONDITION |
+//! | overloaded (mailbox, pending proposals, apply lag), or the command did not run because its entry's budget was spent | RESOURCE_EXHAUSTED (+ `retry-after-ms`) |
+//! | host code panicked running the command (rejected on every replica; a bug) | INTERNAL |
 //! | not the leader, shutting down, dropped proposal | UNAVAILABLE (+ `leader-peer-id`) |
 //! | group exists                            | ALREADY_EXISTS       |
 //! | storage failures                        | INTERNAL             |
@@ -41,7 +42,9 @@ pub fn from_raft(e: RaftError) -> Status {
             }
             s
         }
-        RaftError::Dropped(_) | RaftError::Stopped => Status::unavailable(msg),
+        RaftError::Dropped(_) | RaftError::Stopped | RaftError::Unanswered => {
+            Status::unavailable(msg)
+        }
         RaftError::GroupExists(_) => Status::already_exists(msg),
         RaftError::Invalid(_) => Status::invalid_argument(msg),
         RaftError::Fsm(f) => from_fsm(f),
@@ -51,17 +54,20 @@ pub fn from_raft(e: RaftError) -> Status {
 pub fn from_fsm(e: FsmError) -> Status {
     let msg = e.to_string();
     let code = match e {
-        FsmError::Invalid(_) => Code::InvalidArgument,
+        FsmError::Invalid(_) | FsmError::KvLimit(_) => Code::InvalidArgument,
+        FsmError::NotRun(_) => Code::ResourceExhausted,
         FsmError::Rejected(_)
         | FsmError::Panicked(_)
         | FsmError::Trapped(_)
         | FsmError::OutOfFuel { .. }
         | FsmError::MemoryLimit { .. }
         | FsmError::OutputTooLarge { .. }
-        | FsmError::KvMisuse(_) => Code::FailedPrecondition,
-        FsmError::MissingPlugin(_) | FsmError::Storage(_) | FsmError::HostFault(_) => {
-            Code::Internal
-        }
+        | FsmError::KvMisuse(_)
+        | FsmError::QuotaExceeded(_) => Code::FailedPrecondition,
+        FsmError::MissingPlugin(_)
+        | FsmError::Storage(_)
+        | FsmError::HostFault(_)
+        | FsmError::HostPanic(_) => Code::Internal,
     };
     Status::new(code, msg)
 }

@@ -1,4 +1,4 @@
-//! `flotilla group create|list|status|delete|upgrade`.
+//! `flotilla group create|list|status|delete|upgrade|set-quota`.
 
 use super::ClientOpts;
 use super::connect::{admin, status_error};
@@ -17,6 +17,25 @@ pub enum GroupCmd {
         /// How many such groups to create (1..=100000), 16 requests at a time.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         count: u32,
+        /// Keys the group may store (default: the node's, 10,000,000).
+        #[arg(long)]
+        quota_keys: Option<u64>,
+        /// Bytes of keys and values the group may store, like `512MiB` or `2GiB`
+        /// (default: the node's, 1GiB).
+        #[arg(long, value_parser = parse_size)]
+        quota_bytes: Option<u64>,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Change a group's storage quota (through its log; writes past it are refused).
+    SetQuota {
+        group: u64,
+        /// Keys the group may store (omitted: unchanged).
+        #[arg(long)]
+        keys: Option<u64>,
+        /// Bytes of keys and values, like `512MiB` (omitted: unchanged).
+        #[arg(long, value_parser = parse_size)]
+        bytes: Option<u64>,
         #[command(flatten)]
         opts: ClientOpts,
     },
@@ -60,17 +79,34 @@ pub async fn run(cmd: GroupCmd) -> anyhow::Result<()> {
             plugin,
             replicas,
             count,
+            quota_keys,
+            quota_bytes,
             opts,
-        } if count > 1 => super::group_many::create_many(&opts, &plugin, replicas, count).await?,
+        } if count > 1 => {
+            let template = CreateGroupRequest {
+                plugin,
+                replicas,
+                quota_keys: quota_keys.unwrap_or(0),
+                quota_bytes: quota_bytes.unwrap_or(0),
+            };
+            super::group_many::create_many(&opts, template, count).await?
+        }
         GroupCmd::Create {
             plugin,
             replicas,
+            quota_keys,
+            quota_bytes,
             opts,
             ..
         } => {
             let mut c = admin(&opts.endpoint).await?;
             let g = c
-                .create_group(CreateGroupRequest { plugin, replicas })
+                .create_group(CreateGroupRequest {
+                    plugin,
+                    replicas,
+                    quota_keys: quota_keys.unwrap_or(0),
+                    quota_bytes: quota_bytes.unwrap_or(0),
+                })
                 .await
                 .map_err(status_error)?
                 .into_inner()
@@ -139,6 +175,9 @@ pub async fn run(cmd: GroupCmd) -> anyhow::Result<()> {
                         "peer_id": r.peer_id, "node_id": r.node_id, "learner": r.learner,
                     })).collect::<Vec<_>>(),
                     "last_check": s.last_check,
+                    "storage": s.storage.as_ref().map(|u| serde_json::json!({
+                        "keys": u.keys, "bytes": u.bytes, "keys_max": u.keys_max, "bytes_max": u.bytes_max,
+                    })),
                 })),
                 OutputFormat::Table => {
                     let rows = vec![
@@ -154,6 +193,18 @@ pub async fn run(cmd: GroupCmd) -> anyhow::Result<()> {
                             format!("[{}, {}]", s.first_index, s.last_index),
                         ],
                         vec!["pending proposals".into(), s.pending_proposals.to_string()],
+                        vec![
+                            "storage".into(),
+                            s.storage.as_ref().map_or_else(String::new, |u| {
+                                format!(
+                                    "{} of {} keys, {} of {} (quota)",
+                                    u.keys,
+                                    u.keys_max,
+                                    show_size(u.bytes),
+                                    show_size(u.bytes_max)
+                                )
+                            }),
+                        ],
                         vec!["answered by node".into(), s.node_id.to_string()],
                         vec![
                             "replicas".into(),
@@ -181,6 +232,47 @@ pub async fn run(cmd: GroupCmd) -> anyhow::Result<()> {
                     ];
                     println!("{}", table(&["FIELD", "VALUE"], rows));
                 }
+            }
+        }
+        GroupCmd::SetQuota {
+            group,
+            keys,
+            bytes,
+            opts,
+        } => {
+            let mut c = admin(&opts.endpoint).await?;
+            let now = c
+                .group_status(GroupStatusRequest { group_id: group })
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .storage
+                .unwrap_or_default();
+            let (keys_max, bytes_max) =
+                (keys.unwrap_or(now.keys_max), bytes.unwrap_or(now.bytes_max));
+            if keys_max == 0 || bytes_max == 0 {
+                anyhow::bail!(
+                    "a quota of 0 would refuse every write; give a positive --keys and --bytes"
+                );
+            }
+            let r = c
+                .set_group_quota(SetGroupQuotaRequest {
+                    group_id: group,
+                    keys_max,
+                    bytes_max,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            match opts.output {
+                OutputFormat::Json => print_json(&serde_json::json!({
+                    "group_id": group, "keys_max": keys_max, "bytes_max": bytes_max, "index": r.index,
+                })),
+                OutputFormat::Table => println!(
+                    "group {group} may store {keys_max} keys and {} from log index {}",
+                    show_size(bytes_max),
+                    r.index
+                ),
             }
         }
         GroupCmd::Delete { group, opts } => {
@@ -220,4 +312,78 @@ pub async fn run(cmd: GroupCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Bytes from `512`, `64KiB`, `512MiB`, `2GiB` or `1TiB` (also `KB`/`MB`/`GB`/`TB`
+/// meaning the same powers of 1024, and lower case).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: u64 = digits.parse().map_err(|_| {
+        format!("{text:?} is not a size: write a number of bytes like 512MiB or 2GiB")
+    })?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} in {text:?}: use B, KiB, MiB, GiB or TiB"
+            ));
+        }
+    };
+    number
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// `bytes` in the largest binary unit that keeps it at least 1, like `1.5 GiB`.
+pub fn show_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_size, show_size};
+
+    #[test]
+    fn sizes_parse_in_binary_units_and_bad_ones_say_why() {
+        assert_eq!(parse_size("512"), Ok(512));
+        assert_eq!(parse_size("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_size("2gib"), Ok(2 << 30));
+        assert_eq!(parse_size("1 MB"), Ok(1 << 20));
+        assert!(
+            parse_size("12 parsecs")
+                .expect_err("refused")
+                .contains("unknown size unit")
+        );
+        assert!(
+            parse_size("GiB")
+                .expect_err("refused")
+                .contains("not a size")
+        );
+        assert!(
+            parse_size("99999999999TiB")
+                .expect_err("refused")
+                .contains("too large")
+        );
+        assert_eq!(show_size(512), "512 B");
+        assert_eq!(show_size(3 << 29), "1.5 GiB");
+    }
 }

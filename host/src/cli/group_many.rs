@@ -14,8 +14,7 @@ const IN_FLIGHT: usize = 16;
 
 pub async fn create_many(
     opts: &ClientOpts,
-    plugin: &str,
-    replicas: u32,
+    template: CreateGroupRequest,
     count: u32,
 ) -> anyhow::Result<()> {
     let client = admin(&opts.endpoint).await?;
@@ -31,10 +30,7 @@ pub async fn create_many(
     let mut results = futures::stream::iter(0..count)
         .map(|_| {
             let mut c = client.clone();
-            let request = CreateGroupRequest {
-                plugin: plugin.to_string(),
-                replicas,
-            };
+            let request = template.clone();
             async move { c.create_group(request).await }
         })
         .buffer_unordered(IN_FLIGHT);
@@ -56,8 +52,9 @@ pub async fn create_many(
             "created": ids.len(), "group_ids": ids, "seconds": secs,
         })),
         OutputFormat::Table => println!(
-            "created {} groups running {plugin} in {secs:.1}s (ids {}..={})",
+            "created {} groups running {} in {secs:.1}s (ids {}..={})",
             ids.len(),
+            template.plugin,
             ids.first().copied().unwrap_or(0),
             ids.last().copied().unwrap_or(0)
         ),

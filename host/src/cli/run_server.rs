@@ -273,6 +273,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
                     .create_group(CreateGroupRequest {
                         plugin: name.to_string(),
                         replicas: 0,
+                        ..Default::default()
                     })
                     .await
                     .map_err(status_error)?

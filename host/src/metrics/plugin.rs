@@ -24,6 +24,9 @@ pub struct PluginMetrics {
     pub apply_duration: Histogram,
     /// Time to run one query in Wasm.
     pub query_duration: Histogram,
+    /// Panics of host code caught while running a plugin call (each one rejected the
+    /// call instead of stopping the node; each one is a bug to report).
+    pub host_panics: Counter,
 }
 
 impl Default for PluginMetrics {
@@ -35,6 +38,7 @@ impl Default for PluginMetrics {
             fuel,
             apply_duration: Histogram::new(duration_buckets()),
             query_duration: Histogram::new(duration_buckets()),
+            host_panics: Counter::default(),
         }
     }
 }
@@ -51,6 +55,12 @@ impl PluginMetrics {
             "Time to run one entry's commands in the plugin",
             Unit::Seconds,
             self.apply_duration.clone(),
+        );
+        r.register(
+            "plugin_host_panics",
+            "Panics of host code caught while running a plugin call; the call was rejected \
+             and the node kept running (each one is a bug)",
+            self.host_panics.clone(),
         );
         r.register_with_unit(
             "plugin_query_duration",

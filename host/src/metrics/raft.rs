@@ -77,6 +77,9 @@ pub struct RaftMetrics {
     pub commands_applied: Counter,
     /// Duration of applying one batch of one group's committed entries.
     pub apply_duration: Histogram,
+    /// Panics of host code caught in the apply loop or a query thread outside a plugin
+    /// call (the entry's commands or the reads were answered with an error instead).
+    pub host_panics: Counter,
 }
 
 impl Default for RaftMetrics {
@@ -97,6 +100,7 @@ impl Default for RaftMetrics {
             entries_applied: Counter::default(),
             commands_applied: Counter::default(),
             apply_duration: Histogram::new(duration_buckets()),
+            host_panics: Counter::default(),
         }
     }
 }
@@ -173,6 +177,12 @@ impl RaftMetrics {
             "commands_applied",
             "Client commands applied (an entry carries one or more)",
             self.commands_applied.clone(),
+        );
+        r.register(
+            "raft_host_panics",
+            "Panics of host code caught in the apply loop or a query thread (outside plugin \
+             calls); the commands or reads got an error and the node kept running",
+            self.host_panics.clone(),
         );
         r.register_with_unit(
             "apply_duration",

@@ -176,13 +176,12 @@ impl StateMachineHost for Accept {
     ) -> (KvView, Vec<CommandOutcome>) {
         let mut out = Vec::new();
         for c in commands {
-            if *c == b"fail" {
-                kv.discard_command();
-                out.push(Err(FsmError::Rejected("fail".into())));
+            let outcome = if *c == b"fail" {
+                Err(FsmError::Rejected("fail".into()))
             } else {
-                kv.commit_command();
-                out.push(Ok(Vec::new()));
-            }
+                Ok(Vec::new())
+            };
+            out.push(kv.settle(outcome));
         }
         (kv, out)
     }

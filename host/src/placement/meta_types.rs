@@ -37,10 +37,10 @@ pub const PEER_SEQ_MAX: u64 = u64::MAX >> PEER_NODE_BITS;
 pub(super) const ERROR_NAMES_MAX: u32 = 20;
 
 const _: () = assert!(NODES_MAX as u64 <= NODE_ID_MAX);
-const _: () = assert!(NODES_MAX < limits::KV_SCAN_PAIRS_MAX as usize);
-const _: () = assert!(GROUPS_PAGE_MAX < limits::KV_SCAN_PAIRS_MAX);
-const _: () = assert!(PLUGINS_PAGE_MAX < limits::KV_SCAN_PAIRS_MAX);
-const _: () = assert!(ERROR_NAMES_MAX < limits::KV_SCAN_PAIRS_MAX);
+const _: () = assert!(NODES_MAX < limits::KV_SCAN_PAIRS_MAX);
+const _: () = assert!((GROUPS_PAGE_MAX as usize) < limits::KV_SCAN_PAIRS_MAX);
+const _: () = assert!((PLUGINS_PAGE_MAX as usize) < limits::KV_SCAN_PAIRS_MAX);
+const _: () = assert!((ERROR_NAMES_MAX as usize) < limits::KV_SCAN_PAIRS_MAX);
 
 // ---------------------------------------------------------------------------------------
 // Records

@@ -60,6 +60,10 @@ impl HostDispatch {
 }
 
 impl StateMachineHost for HostDispatch {
+    fn has_quota(&self, plugin: PluginDigest) -> bool {
+        plugin != META_PLUGIN
+    }
+
     fn apply_entry(
         &self,
         plugin: PluginDigest,

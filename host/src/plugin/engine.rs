@@ -32,6 +32,10 @@ pub(crate) const TABLE_ELEMENTS_MAX: usize = 20_000;
 /// pages are reset, which halves the cost of a fresh instance (measured: kv example
 /// 36 -> 18 µs per entry). Costs up to this much resident memory per warm slot.
 pub(crate) const MEMORY_KEEP_RESIDENT_BYTES: usize = 2 << 20;
+/// Innermost Wasm frames a trap's backtrace captures: enough to tell a runaway
+/// recursion from an ordinary out-of-bounds access (see `sandbox::classify`).
+pub(crate) const BACKTRACE_FRAMES_MAX: usize = 64;
+
 /// Bytes of a freed slot's table reset in place.
 pub(crate) const TABLE_KEEP_RESIDENT_BYTES: usize = 64 << 10;
 
@@ -52,6 +56,7 @@ pub(crate) fn deterministic_config() -> Config {
         .wasm_relaxed_simd(false)
         .relaxed_simd_deterministic(true)
         .max_wasm_stack(limits::PLUGIN_STACK_BYTES_MAX)
+        .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(BACKTRACE_FRAMES_MAX))
         .cranelift_opt_level(OptLevel::Speed)
         // Explicit bounds checks instead of guard pages and signal handlers. With guard
         // pages every `memory.grow` of the guest's allocator and every reset of a freed

@@ -1,20 +1,34 @@
-//! How one entry's commands (and one query) run: the policy of instance reuse.
+//! How one entry's commands (and each query) run: the policy of instance reuse, the
+//! entry's shared budget, and containment of host panics.
 //!
 //! An entry's commands run in order in one fresh instance, so the outcome of a command
 //! depends only on the plugin, the committed state and the entry, never on what ran
 //! before on this replica. A command that succeeds keeps its writes
 //! ([`KvView::commit_command`]); one that fails loses them ([`KvView::discard_command`]).
 //! When a command traps, its instance is dropped and the next command of the entry starts
-//! a fresh one. A batch of reads of one group is served the same way: in order, in one
-//! instance over one read-only view, a fresh one after a trap.
+//! a fresh one.
+//!
+//! The commands of an entry share [`limits::ENTRY_FUEL_MAX`]: once they have used it,
+//! the rest do not run ([`FsmError::NotRun`], retryable), so one entry holds the apply
+//! thread for a bounded time however many commands the leader packed into it.
+//!
+//! A panic in host code during a call (a bug the bounds checks missed) is caught here:
+//! the command is rejected ([`FsmError::HostPanic`]) exactly as on every other replica,
+//! its instance dropped, the node keeps running, and the panic is logged and counted.
+//!
+//! Every query runs in its own fresh instance: no guest static carries from one read to
+//! the next, so a read's answer never depends on which other reads were served with it.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use super::instance::{CallError, Instance, NotStarted};
 use super::prepared::Prepared;
 use super::sandbox::{LogContext, Sandbox};
 use super::slots::InstanceSlots;
-use crate::raftstore::fsm::{CommandOutcome, EntryContext, KvView, QueryContext};
+use crate::limits;
+use crate::metrics::PluginMetrics;
+use crate::raftstore::fsm::{CommandOutcome, EntryContext, FsmError, KvView, QueryContext};
 
 /// Where an entry stands between two commands: no instance (at the start, or after a
 /// trap), or a live one to reuse.
@@ -28,6 +42,7 @@ enum Session {
 pub(crate) fn run_entry(
     prepared: &Prepared,
     slots: &Arc<InstanceSlots>,
+    metrics: &PluginMetrics,
     ctx: &EntryContext,
     commands: &[&[u8]],
     kv: KvView,
@@ -40,6 +55,11 @@ pub(crate) fn run_entry(
     let mut fuel = 0u64;
     let mut session = Session::Idle(kv);
     for command in commands {
+        let used = fuel + live_fuel(&session);
+        if used >= limits::ENTRY_FUEL_MAX {
+            outcomes.push(Err(entry_budget_spent(used)));
+            continue;
+        }
         let mut instance = match session {
             Session::Live(instance) => instance,
             Session::Idle(kv) => match Instance::start(prepared, slots, Sandbox::new(kv, log)) {
@@ -53,18 +73,26 @@ pub(crate) fn run_entry(
                 }
             },
         };
-        session = match instance.apply(ctx, command) {
-            Ok(output) => {
-                instance.kv_mut().commit_command();
-                outcomes.push(Ok(output));
+        let result = catch_unwind(AssertUnwindSafe(|| instance.apply(ctx, command)));
+        session = match result {
+            Ok(Ok(output)) => {
+                outcomes.push(instance.kv_mut().commit_command().map(|()| output));
                 Session::Live(instance)
             }
-            Err(CallError::Refused(error)) => {
+            Ok(Err(CallError::Refused(error))) => {
                 instance.kv_mut().discard_command();
                 outcomes.push(Err(error));
                 Session::Live(instance)
             }
-            Err(CallError::Poisoned(error)) => {
+            Ok(Err(CallError::Poisoned(error))) => {
+                fuel += instance.fuel_used();
+                let mut kv = instance.into_kv();
+                kv.discard_command();
+                outcomes.push(Err(error));
+                Session::Idle(kv)
+            }
+            Err(panic) => {
+                let error = host_panic(metrics, &log, "apply", &*panic);
                 fuel += instance.fuel_used();
                 let mut kv = instance.into_kv();
                 kv.discard_command();
@@ -83,11 +111,26 @@ pub(crate) fn run_entry(
     (kv, outcomes, fuel)
 }
 
+fn live_fuel(session: &Session) -> u64 {
+    match session {
+        Session::Live(instance) => instance.fuel_used(),
+        Session::Idle(_) => 0,
+    }
+}
+
+fn entry_budget_spent(used: u64) -> FsmError {
+    FsmError::NotRun(format!(
+        "the commands before it in its raft entry used {used} of the entry's {} fuel",
+        limits::ENTRY_FUEL_MAX
+    ))
+}
+
 /// Answers one read in a fresh instance over a read-only `kv`; returns the answer and
 /// the fuel the instance consumed.
 pub(crate) fn run_query(
     prepared: &Prepared,
     slots: &Arc<InstanceSlots>,
+    metrics: &PluginMetrics,
     ctx: &QueryContext,
     request: &[u8],
     kv: KvView,
@@ -100,59 +143,34 @@ pub(crate) fn run_query(
         Ok(instance) => instance,
         Err(failed) => return (Err(failed.error), 0),
     };
-    let answer = instance
-        .query(ctx, request)
-        .map_err(|(CallError::Refused(error) | CallError::Poisoned(error))| error);
+    let answer = match catch_unwind(AssertUnwindSafe(|| instance.query(ctx, request))) {
+        Ok(answer) => {
+            answer.map_err(|(CallError::Refused(error) | CallError::Poisoned(error))| error)
+        }
+        Err(panic) => Err(host_panic(metrics, &log, "query", &*panic)),
+    };
     (answer, instance.fuel_used())
 }
 
-/// Answers `requests` in order in one instance over the read-only `kv` (a fresh one
-/// after a trap); returns one answer per request and the fuel the instances consumed.
-pub(crate) fn run_queries(
-    prepared: &Prepared,
-    slots: &Arc<InstanceSlots>,
-    ctx: &QueryContext,
-    requests: &[&[u8]],
-    kv: KvView,
-) -> (Vec<CommandOutcome>, u64) {
-    let log = LogContext {
-        group: ctx.group,
-        index: ctx.applied_index,
-    };
-    let mut answers = Vec::with_capacity(requests.len());
-    let mut fuel = 0u64;
-    let mut session = Session::Idle(kv);
-    for request in requests {
-        let mut instance = match session {
-            Session::Live(instance) => instance,
-            Session::Idle(kv) => match Instance::start(prepared, slots, Sandbox::new(kv, log)) {
-                Ok(instance) => instance,
-                Err(not_started) => {
-                    let NotStarted { kv, error } = *not_started;
-                    answers.push(Err(error));
-                    session = Session::Idle(kv);
-                    continue;
-                }
-            },
-        };
-        session = match instance.query(ctx, request) {
-            Ok(output) => {
-                answers.push(Ok(output));
-                Session::Live(instance)
-            }
-            Err(CallError::Refused(error)) => {
-                answers.push(Err(error));
-                Session::Live(instance)
-            }
-            Err(CallError::Poisoned(error)) => {
-                fuel += instance.fuel_used();
-                answers.push(Err(error));
-                Session::Idle(instance.into_kv())
-            }
-        };
-    }
-    if let Session::Live(instance) = session {
-        fuel += instance.fuel_used();
-    }
-    (answers, fuel)
+/// Turns a caught panic into the call's outcome, loudly.
+fn host_panic(
+    metrics: &PluginMetrics,
+    log: &LogContext,
+    call: &str,
+    panic: &(dyn std::any::Any + Send),
+) -> FsmError {
+    let why = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic without a message");
+    metrics.host_panics.inc();
+    tracing::error!(
+        group = log.group.0,
+        index = log.index,
+        call,
+        "host code panicked while running the plugin: {why}; the call is rejected \
+         (on every replica, for an apply) and the node goes on"
+    );
+    FsmError::HostPanic(why.to_owned())
 }

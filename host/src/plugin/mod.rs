@@ -4,7 +4,8 @@
 //!
 //! # Layout
 //! - `runtime`: [`PluginRuntime`], the door: validate, load, apply, query.
-//! - `validate`: deploy checks, from uploaded bytes to a component of the world.
+//! - `validate`: deploy checks, from uploaded bytes to a component of the world; `fit`:
+//!   whether it fits a sandbox slot.
 //! - `world`: what the `flotilla:fsm` world allows a plugin to import.
 //! - `engine`: the deterministic wasmtime configuration and the instance pool.
 //! - `cache`: compiled code on disk, keyed by plugin digest and engine hash.
@@ -12,7 +13,8 @@
 //! - `entry`: how an entry's commands share (or stop sharing) one instance.
 //! - `instance`: one live instance; fuel per call, outputs capped.
 //! - `sandbox`: the store's data, the memory cap, and trap-to-[`FsmError`] mapping.
-//! - `host_imports`: the `kv` and `log` functions a plugin calls.
+//! - `host_imports`: the `kv` and `log` functions a plugin calls; `meter`: their price
+//!   in fuel.
 //! - `slots`: waiting for a pool slot instead of failing.
 //! - `bindings`: code generated from `guest-sdk/wit`.
 //!
@@ -26,8 +28,10 @@ mod cache;
 mod engine;
 mod entry;
 mod error;
+mod fit;
 mod host_imports;
 mod instance;
+mod meter;
 mod prepared;
 mod runtime;
 mod sandbox;

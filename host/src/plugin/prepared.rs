@@ -3,11 +3,11 @@
 //! against `stateful-fsm`). A [`Prepared`] instantiates in microseconds.
 
 use wasmtime::Engine;
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, Linker};
 
 use super::PluginError;
+use super::bindings::FsmPre;
 use super::bindings::stateful::StatefulFsmPre;
-use super::bindings::{Fsm, FsmPre};
 use super::sandbox::Sandbox;
 use super::world::STATEFUL_EXPORTS;
 
@@ -21,8 +21,7 @@ pub(crate) struct Prepared {
 /// The linker every plugin is instantiated with: the world's imports and nothing else.
 pub(crate) fn linker(engine: &Engine) -> Result<Linker<Sandbox>, PluginError> {
     let mut linker = Linker::new(engine);
-    Fsm::add_to_linker::<Sandbox, HasSelf<Sandbox>>(&mut linker, |sandbox| sandbox)
-        .map_err(|e| PluginError::Engine(format!("linking the fsm world: {e:#}")))?;
+    super::host_imports::link(&mut linker)?;
     Ok(linker)
 }
 

@@ -14,7 +14,7 @@ use wasmtime::component::{Component, Linker};
 use super::PluginError;
 use super::cache::CodeCache;
 use super::engine::deterministic_engine;
-use super::entry::{run_entry, run_queries, run_query};
+use super::entry::{run_entry, run_query};
 use super::prepared::{Prepared, linker, prepare};
 use super::sandbox::Sandbox;
 use super::slots::InstanceSlots;
@@ -167,7 +167,8 @@ impl StateMachineHost for PluginRuntime {
         match self.prepared(plugin) {
             Some(prepared) => {
                 let started = std::time::Instant::now();
-                let (kv, outcomes, fuel) = run_entry(&prepared, &self.slots, &ctx, commands, kv);
+                let (kv, outcomes, fuel) =
+                    run_entry(&prepared, &self.slots, &self.metrics, &ctx, commands, kv);
                 self.metrics.record_apply(fuel, started.elapsed());
                 (kv, outcomes)
             }
@@ -192,7 +193,7 @@ impl StateMachineHost for PluginRuntime {
             .prepared(plugin)
             .ok_or(FsmError::MissingPlugin(plugin))?;
         let started = std::time::Instant::now();
-        let (answer, fuel) = run_query(&prepared, &self.slots, &ctx, request, kv);
+        let (answer, fuel) = run_query(&prepared, &self.slots, &self.metrics, &ctx, request, kv);
         self.metrics.record_query(fuel, started.elapsed());
         answer
     }
@@ -210,10 +211,18 @@ impl StateMachineHost for PluginRuntime {
                 .map(|_| Err(FsmError::MissingPlugin(plugin)))
                 .collect();
         };
-        let started = std::time::Instant::now();
-        let kv = KvView::for_query(reader, ctx.group);
-        let (answers, fuel) = run_queries(&prepared, &self.slots, &ctx, requests, kv);
-        self.metrics.record_query(fuel, started.elapsed());
-        answers
+        // One fresh instance per read (see `entry`): reads served together still
+        // share the snapshot, never guest state.
+        requests
+            .iter()
+            .map(|request| {
+                let started = std::time::Instant::now();
+                let kv = KvView::for_query(reader.clone(), ctx.group);
+                let (answer, fuel) =
+                    run_query(&prepared, &self.slots, &self.metrics, &ctx, request, kv);
+                self.metrics.record_query(fuel, started.elapsed());
+                answer
+            })
+            .collect()
     }
 }

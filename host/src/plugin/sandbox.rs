@@ -111,6 +111,21 @@ pub(crate) fn classify(error: &wasmtime::Error, sandbox: &Sandbox) -> FsmError {
         return FsmError::Panicked(message.clone());
     }
     match trap {
+        Some(Trap::StackOverflow) => FsmError::Trapped(format!(
+            "stack overflow: the plugin's calls nested deeper than its {} KiB Wasm stack \
+             allows (deep or endless recursion)",
+            limits::PLUGIN_STACK_BYTES_MAX / 1024
+        )),
+        Some(Trap::MemoryOutOfBounds) if recursing(error).is_some() => {
+            let function = recursing(error).unwrap_or_default();
+            FsmError::Trapped(format!(
+                "stack overflow, most likely: an out-of-bounds memory access at the end of \
+                 a deep recursion ({function} calls itself over and over on the stack). \
+                 Compiled Rust keeps its own stack at the bottom of linear memory (1 MiB for \
+                 wasm32-unknown-unknown unless linked with `-C link-arg=-zstack-size=N`), \
+                 and running past it shows as this trap; recurse less deeply"
+            ))
+        }
         Some(trap) => {
             let text = trap.to_string();
             FsmError::Trapped(text.strip_prefix(TRAP_PREFIX).unwrap_or(&text).to_owned())
@@ -120,6 +135,33 @@ pub(crate) fn classify(error: &wasmtime::Error, sandbox: &Sandbox) -> FsmError {
         // backtrace context wasmtime adds around it.
         None => FsmError::Trapped(error.root_cause().to_string()),
     }
+}
+
+/// The function that fills the trap's captured backtrace, if one does: the sign of a
+/// recursion that ran out of stack. Only the innermost frames are captured
+/// ([`super::engine::BACKTRACE_FRAMES_MAX`]); a backtrace that deep made of one or two
+/// functions is a recursion, not an ordinary bug's out-of-bounds access.
+fn recursing(error: &wasmtime::Error) -> Option<String> {
+    let frames = error.downcast_ref::<wasmtime::WasmBacktrace>()?.frames();
+    if frames.len() < super::engine::BACKTRACE_FRAMES_MAX {
+        return None;
+    }
+    let mut counts: Vec<(u32, usize)> = Vec::new();
+    for frame in frames {
+        match counts.iter_mut().find(|(f, _)| *f == frame.func_index()) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((frame.func_index(), 1)),
+        }
+    }
+    let (index, times) = counts.iter().max_by_key(|(_, n)| *n).copied()?;
+    if counts.len() > 2 || times * 2 < frames.len() {
+        return None;
+    }
+    let frame = frames.iter().find(|f| f.func_index() == index)?;
+    Some(match frame.func_name() {
+        Some(name) => format!("`{:#}`", rustc_demangle::demangle(name)),
+        None => format!("function {index}"),
+    })
 }
 
 #[cfg(test)]
@@ -134,14 +176,13 @@ mod tests {
         fn get(&self, _: GroupId, _: &[u8]) -> Result<Option<Vec<u8>>, String> {
             Ok(None)
         }
-        fn scan(
-            &self,
+        fn scan<'a>(
+            &'a self,
             _: GroupId,
             _: &[u8],
             _: Option<&[u8]>,
-            _: usize,
-        ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
-            Ok(Vec::new())
+        ) -> crate::raftstore::fsm::KvIter<'a> {
+            Box::new(std::iter::empty())
         }
     }
 

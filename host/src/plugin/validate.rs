@@ -6,7 +6,8 @@
 //! 2. a core module: every import must come from the world's interfaces (every offender
 //!    is named, [`PluginError::ForbiddenImports`]); then `wit-component` encodes it into
 //!    a component ([`PluginError::NotFsmWorld`] if it does not fit the world);
-//! 3. compile with the node's deterministic engine ([`PluginError::Compile`]);
+//! 3. fit the sandbox's fixed slots (`fit`), then compile with the node's
+//!    deterministic engine ([`PluginError::Compile`]);
 //! 4. a component's imports are checked the same way, by name;
 //! 5. link and check the exports against the world ([`super::prepared::prepare`]).
 
@@ -58,13 +59,13 @@ pub(crate) fn check(
         });
     }
     check_wasm(bytes)?;
+    super::fit::check_fits(bytes)?;
     let component = if Parser::is_component(bytes) {
         bytes.to_vec()
     } else {
         encode_module(bytes)?
     };
-    let compiled =
-        Component::new(engine, &component).map_err(|e| PluginError::Compile(format!("{e:#}")))?;
+    let compiled = Component::new(engine, &component).map_err(|e| super::fit::compile_error(&e))?;
     check_component_imports(engine, &compiled)?;
     let prepared = prepare(linker, &compiled)?;
     Ok(Checked {

@@ -26,7 +26,7 @@ use super::pending_kv::PendingKv;
 use super::router::Router;
 use super::shared::GroupShared;
 use super::traits::{ApplyState, ApplyStore, GroupApply};
-use super::{dedup, digest};
+use super::{dedup, digest, quota};
 use crate::ids::GroupId;
 use crate::metrics::RaftMetrics;
 
@@ -64,7 +64,7 @@ struct Batch {
     bytes: usize,
     state: Option<ApplyState>,
     conf: Option<raft::eraftpb::ConfState>,
-    answers: Vec<(PendingProposal, u64, Outcome)>,
+    answers: Vec<(PendingProposal, u64, GroupId, Outcome)>,
     entries: u64,
     commands: u64,
 }
@@ -131,6 +131,8 @@ enum Outcome {
     Upgraded,
     ConfChanged,
     Nothing,
+    /// Host code panicked applying the entry; it changed nothing (see `contain_panic`).
+    Failed(FsmError),
 }
 
 impl ApplyLoop {
@@ -240,9 +242,18 @@ impl ApplyLoop {
                 group,
                 batch.writes.clone(),
             ));
-            let Some((writes, outcome)) = self.run_entry(group, &entry, &mut state, reader) else {
+            let before = state;
+            let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.run_entry(group, &entry, &mut state, reader)
+            }));
+            let (writes, outcome) = match attempt {
+                Ok(Some(done)) => done,
                 // Fatal: nothing of this group's task is committed or answered.
-                return;
+                Ok(None) => return,
+                Err(panic) => {
+                    state = before;
+                    self.contain_panic(group, &entry, &*panic)
+                }
             };
             state.applied_index = entry.index;
             state.applied_term = entry.term;
@@ -261,7 +272,7 @@ impl ApplyLoop {
                 batch.commands += outcomes.len() as u64;
             }
             if let Some(p) = mine {
-                batch.answers.push((p, entry.index, outcome));
+                batch.answers.push((p, entry.index, group, outcome));
             }
             if batch.full() {
                 round.push(Done {
@@ -314,8 +325,8 @@ impl ApplyLoop {
             if let Some(state) = d.batch.state {
                 d.shared.publish(state);
             }
-            for (p, index, outcome) in d.batch.answers {
-                answer(p, index, outcome);
+            for (p, index, group, outcome) in d.batch.answers {
+                answer(p, index, group, outcome);
             }
             self.metrics.entries_applied.inc_by(d.batch.entries);
             self.metrics.commands_applied.inc_by(d.batch.commands);
@@ -332,6 +343,39 @@ impl ApplyLoop {
                 .apply_duration
                 .observe(started.elapsed().as_secs_f64());
         }
+    }
+
+    /// The outcome of an entry whose host code panicked: no writes, and every proposer
+    /// gets [`FsmError::HostPanic`]. The same entry panics the same way on every replica
+    /// (host code is deterministic over the log and the state), so all replicas reach
+    /// this outcome at this index and stay identical, and a restart does not replay the
+    /// panic into a crash loop.
+    fn contain_panic(
+        &self,
+        group: GroupId,
+        entry: &Entry,
+        panic: &(dyn std::any::Any + Send),
+    ) -> (WriteSet, Outcome) {
+        let why = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("a panic without a message");
+        self.metrics.host_panics.inc();
+        tracing::error!(
+            group = group.0,
+            index = entry.index,
+            "host code panicked applying this entry: {why}; its commands are rejected \
+             (on every replica) and the node goes on"
+        );
+        let error = FsmError::HostPanic(why.to_owned());
+        let outcome = match payload::decode(&entry.data) {
+            Ok(Payload::Commands { commands, .. }) => {
+                Outcome::Commands(commands.iter().map(|_| Err(error.clone())).collect())
+            }
+            _ => Outcome::Failed(error),
+        };
+        (WriteSet::new(), outcome)
     }
 
     fn run_entry(
@@ -360,6 +404,30 @@ impl ApplyLoop {
                 state.plugin = plugin;
                 state.applied_timestamp_ms = state.applied_timestamp_ms.max(timestamp_ms);
                 Some((WriteSet::new(), Outcome::Upgraded))
+            }
+            Ok(Payload::Quota {
+                timestamp_ms,
+                quota,
+            }) => {
+                state.applied_timestamp_ms = state.applied_timestamp_ms.max(timestamp_ms);
+                match quota::load(&*reader, group) {
+                    Ok((account, _)) => {
+                        tracing::info!(
+                            group = group.0,
+                            index = entry.index,
+                            keys_max = quota.keys_max,
+                            bytes_max = quota.bytes_max,
+                            "group quota set"
+                        );
+                        let mut writes = WriteSet::new();
+                        quota::record(&mut writes, &quota::Account { quota, ..account });
+                        Some((writes, Outcome::Upgraded))
+                    }
+                    Err(e) => {
+                        (self.fatal)(&format!("group {group} at {}: {e}", entry.index));
+                        None
+                    }
+                }
             }
             Ok(Payload::Digest { timestamp_ms }) => {
                 state.applied_timestamp_ms = state.applied_timestamp_ms.max(timestamp_ms);
@@ -424,8 +492,26 @@ impl ApplyLoop {
                     run.push(i);
                 }
                 let cmds: Vec<&[u8]> = run.iter().map(|&i| commands[i].data.as_slice()).collect();
-                let view = KvView::for_apply(reader.clone(), group);
+                let mut view = KvView::for_apply(reader.clone(), group);
+                let mut loaded = None;
+                if self.fsm.has_quota(state.plugin) {
+                    match quota::load(&*reader, group) {
+                        Ok((account, counted)) => {
+                            view = view.with_account(account);
+                            loaded = Some((account, counted));
+                        }
+                        Err(e) => {
+                            (self.fatal)(&format!("group {group} at {}: {e}", entry.index));
+                            return None;
+                        }
+                    }
+                }
                 let (view, ran) = self.fsm.apply_entry(state.plugin, ctx, &cmds, view);
+                if let (Some((account, counted)), Some(after)) = (loaded, view.account())
+                    && (counted || after != account)
+                {
+                    quota::record(&mut host_writes, &after);
+                }
                 if let Some(Err(e)) = ran
                     .iter()
                     .find(|o| matches!(o, Err(FsmError::Storage(_) | FsmError::HostFault(_))))
@@ -435,7 +521,9 @@ impl ApplyLoop {
                 }
                 let ts = state.applied_timestamp_ms;
                 for (&i, o) in run.iter().zip(&ran) {
-                    if !commands[i].request_id.is_empty() {
+                    // A command that did not run leaves no record: its retry must run.
+                    if !commands[i].request_id.is_empty() && !matches!(o, Err(FsmError::NotRun(_)))
+                    {
                         dedup::record(&mut host_writes, ts, &commands[i].request_id, o);
                     }
                     recorded[i] = Some(o.clone());
@@ -464,13 +552,20 @@ impl ApplyLoop {
     }
 }
 
-fn answer(p: PendingProposal, index: u64, outcome: Outcome) {
+fn answer(p: PendingProposal, index: u64, group: GroupId, outcome: Outcome) {
     match (p.replies, outcome) {
         (Replies::Commands(replies), Outcome::Commands(outcomes)) => {
             let mut outcomes = outcomes.into_iter();
             for r in replies {
                 let result = match outcomes.next() {
                     Some(Ok(output)) => Ok(Proposed { index, output }),
+                    // Backpressure on this group's own clients: the command changed
+                    // nothing and may be sent again.
+                    Some(Err(FsmError::NotRun(reason))) => Err(RaftError::Busy {
+                        group,
+                        reason: format!("the command did not run: {reason}"),
+                        retry_after_ms: crate::limits::TICK_INTERVAL_MS,
+                    }),
                     Some(Err(e)) => Err(RaftError::Fsm(e)),
                     None => Err(RaftError::Dropped("no outcome for the command".into())),
                 };
@@ -480,6 +575,7 @@ fn answer(p: PendingProposal, index: u64, outcome: Outcome) {
         (Replies::Upgrade(r), Outcome::Upgraded) | (Replies::Conf(r), Outcome::ConfChanged) => {
             let _ = r.send(Ok(index));
         }
+        (replies, Outcome::Failed(error)) => replies.fail(&RaftError::Fsm(error)),
         (replies, _) => {
             replies.fail(&RaftError::Dropped(
                 "the entry at its index carried something else".into(),

@@ -29,7 +29,7 @@ fn expiry_key(ts: u64, request_id: &str) -> Vec<u8> {
 fn encode(outcome: &CommandOutcome) -> Vec<u8> {
     match outcome {
         Ok(out) => [&[0u8][..], out].concat(),
-        Err(FsmError::Invalid(m)) => [&[1u8][..], m.as_bytes()].concat(),
+        Err(FsmError::Invalid(m) | FsmError::KvLimit(m)) => [&[1u8][..], m.as_bytes()].concat(),
         Err(e) => [&[2u8][..], e.to_string().as_bytes()].concat(),
     }
 }
@@ -91,10 +91,11 @@ pub fn expire(
 ) -> Result<(), FsmError> {
     let cutoff = now_ms.saturating_sub(DEDUP_WINDOW_MS);
     let end = [EXPIRY_PREFIX, &cutoff.to_be_bytes()].concat();
-    let old = reader
-        .scan(group, EXPIRY_PREFIX, Some(&end), EXPIRE_PER_ENTRY_MAX)
-        .map_err(FsmError::Storage)?;
-    for (k, _) in old {
+    for item in reader
+        .scan(group, EXPIRY_PREFIX, Some(&end))
+        .take(EXPIRE_PER_ENTRY_MAX)
+    {
+        let (k, _) = item.map_err(FsmError::Storage)?;
         let Some(id) = k.get(EXPIRY_PREFIX.len() + 8..) else {
             continue;
         };

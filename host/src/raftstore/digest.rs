@@ -10,8 +10,6 @@ use super::fsm::{FsmError, KvReader, WriteSet};
 use crate::ids::{GroupId, PluginDigest};
 
 const DIGEST_PREFIX: &[u8] = b"\xff\xffflotilla/digest/";
-/// Pairs read per scan while hashing.
-const PAGE: usize = 1000;
 /// Digests a group keeps (older ones are removed when a new one is recorded).
 pub const KEPT_MAX: usize = 16;
 
@@ -19,7 +17,8 @@ fn key(index: u64) -> Vec<u8> {
     [DIGEST_PREFIX, &index.to_be_bytes()].concat()
 }
 
-/// Hashes the group's committed state; returns the hash and the number of pairs.
+/// Hashes the group's committed state; returns the hash and the number of pairs. The
+/// pairs are read one at a time, so memory stays at one pair whatever the group holds.
 pub fn compute(
     reader: &dyn KvReader,
     group: GroupId,
@@ -27,31 +26,25 @@ pub fn compute(
 ) -> Result<([u8; 32], u64), FsmError> {
     let mut hash = Sha256::new();
     hash.update(plugin.0);
-    let mut start: Vec<u8> = Vec::new();
     let mut pairs = 0u64;
-    loop {
-        let page = reader
-            .scan(group, &start, None, PAGE)
-            .map_err(FsmError::Storage)?;
-        for (k, v) in &page {
-            if k.starts_with(DIGEST_PREFIX) {
-                continue;
-            }
-            hash.update((k.len() as u32).to_be_bytes());
-            hash.update(k);
-            hash.update((v.len() as u32).to_be_bytes());
-            hash.update(v);
-            pairs += 1;
+    for item in reader.scan(group, b"", None) {
+        let (k, v) = item.map_err(FsmError::Storage)?;
+        if k.starts_with(DIGEST_PREFIX) {
+            continue;
         }
-        match page.last() {
-            Some((k, _)) if page.len() == PAGE => {
-                start = k.clone();
-                start.push(0);
-            }
-            _ => break,
-        }
+        hash_pair(&mut hash, &k, &v);
+        pairs += 1;
     }
     Ok((hash.finalize().into(), pairs))
+}
+
+/// Adds one pair to a state hash: lengths first, so that no two states hash alike by
+/// moving bytes between a key and its value.
+pub fn hash_pair(hash: &mut Sha256, key: &[u8], value: &[u8]) {
+    hash.update((key.len() as u32).to_be_bytes());
+    hash.update(key);
+    hash.update((value.len() as u32).to_be_bytes());
+    hash.update(value);
 }
 
 /// Records `hash` at `index`, dropping the oldest digests beyond [`KEPT_MAX`].
@@ -64,7 +57,9 @@ pub fn record(
 ) -> Result<(), FsmError> {
     let end = [DIGEST_PREFIX, &[0xff; 9][..]].concat();
     let old = reader
-        .scan(group, DIGEST_PREFIX, Some(&end), KEPT_MAX + 64)
+        .scan(group, DIGEST_PREFIX, Some(&end))
+        .take(KEPT_MAX + 64)
+        .collect::<Result<Vec<_>, _>>()
         .map_err(FsmError::Storage)?;
     let excess = (old.len() + 1).saturating_sub(KEPT_MAX);
     for (k, _) in old.into_iter().take(excess) {

@@ -11,6 +11,9 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
 
+use super::kv_iter::{Overlay, collect_page, is_empty_range};
+use super::quota::Account;
+
 use crate::ids::{GroupId, PluginDigest};
 use crate::limits;
 
@@ -70,10 +73,32 @@ pub enum FsmError {
         size_bytes: usize,
         limit_bytes: usize,
     },
-    /// The plugin broke a KV rule (oversized key or value, too many bytes written, a
-    /// write during a query).
+    /// The plugin broke a KV rule (a write during a query, a host-reserved key).
     #[error("the plugin misused the KV interface: {0}")]
     KvMisuse(String),
+    /// A key, value or write volume over the host's limits, usually because the
+    /// request carried one (a key longer than the host stores).
+    #[error("{0}")]
+    KvLimit(String),
+    /// The command was not run (or ran and had every effect discarded) because the
+    /// entry it was packed into had used up its shared budget; nothing changed, and it
+    /// may be sent again as it is.
+    #[error("the command did not run: {0}; it may be retried")]
+    NotRun(String),
+    /// Host code panicked while running the command. Deterministic like every other
+    /// outcome (the same entry panics the same way on every replica), so the command is
+    /// rejected everywhere instead of the node stopping; the node logs it loudly.
+    #[error(
+        "the node hit an internal error running this command (rejected on every replica, \
+         state unchanged): {0}"
+    )]
+    HostPanic(String),
+    /// The command's writes would take the group past its quota of stored keys or
+    /// bytes; its writes were discarded.
+    #[error(
+        "the group's storage quota refused the command: {0} (delete data, or raise the quota with `flotilla group set-quota`)"
+    )]
+    QuotaExceeded(String),
     /// The group's plugin code is not present on this node (should not happen: deploy
     /// stores blobs before a group can reference them).
     #[error("plugin {0} is not available on this node")]
@@ -92,22 +117,22 @@ pub enum FsmError {
 /// The output of one command, or why it failed.
 pub type CommandOutcome = Result<Vec<u8>, FsmError>;
 
-/// Reads of a group's committed KV state (implemented by the storage room).
+pub use super::kv_iter::{KvItem, KvIter, KvPairs, ScanLimit};
+
+/// Reads of a group's committed KV state (implemented by the storage room). Reads never
+/// fail on what they are asked: a key longer than any stored key is simply absent.
 pub trait KvReader: Send + Sync + 'static {
     /// The value of `key` in `group`'s state.
     fn get(&self, group: GroupId, key: &[u8]) -> Result<Option<Vec<u8>>, String>;
-    /// Pairs with keys in `[start, end)` in ascending order, at most `limit`.
-    fn scan(
-        &self,
-        group: GroupId,
-        start: &[u8],
-        end: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<KvPairs, String>;
+    /// The size in bytes of `key`'s value, if it has one (a store may answer without
+    /// reading the value).
+    fn value_size(&self, group: GroupId, key: &[u8]) -> Result<Option<usize>, String> {
+        Ok(self.get(group, key)?.map(|v| v.len()))
+    }
+    /// Pairs with keys in `[start, end)` (`None`: to the end of the group) in ascending
+    /// order, read as the caller iterates.
+    fn scan<'a>(&'a self, group: GroupId, start: &[u8], end: Option<&[u8]>) -> KvIter<'a>;
 }
-
-/// Key-value pairs in ascending key order, as scans return them.
-pub type KvPairs = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Buffered writes: `Some(value)` is a put, `None` a delete.
 pub type WriteSet = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
@@ -121,6 +146,11 @@ pub struct KvView {
     entry: WriteSet,
     command: WriteSet,
     command_bytes: usize,
+    /// Bytes written by the entry's commands that succeeded so far.
+    entry_bytes: usize,
+    /// The group's quota and usage, kept current command by command when the group
+    /// has a quota (plugin groups do; the meta group does not).
+    account: Option<Account>,
 }
 
 impl std::fmt::Debug for KvView {
@@ -144,7 +174,20 @@ impl KvView {
             entry: WriteSet::new(),
             command: WriteSet::new(),
             command_bytes: 0,
+            entry_bytes: 0,
+            account: None,
         }
+    }
+
+    /// Holds the entry's commands to `account`'s quota, tracking its usage.
+    pub fn with_account(mut self, account: Account) -> Self {
+        self.account = Some(account);
+        self
+    }
+
+    /// The quota and usage after the commands kept so far, if tracked.
+    pub fn account(&self) -> Option<Account> {
+        self.account
     }
 
     /// A view for a query: writes are refused.
@@ -160,9 +203,7 @@ impl KvView {
     }
 
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, FsmError> {
-        if key.starts_with(super::dedup::RESERVED_PREFIX) {
-            return Err(reserved());
-        }
+        check_key("get", key)?;
         if let Some(v) = self.command.get(key) {
             return Ok(v.clone());
         }
@@ -173,81 +214,153 @@ impl KvView {
     }
 
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), FsmError> {
-        self.check_write(key, Some(value))?;
+        self.check_write("put", key, Some(value))?;
         self.command.insert(key.to_vec(), Some(value.to_vec()));
         Ok(())
     }
 
     pub fn delete(&mut self, key: &[u8]) -> Result<(), FsmError> {
-        self.check_write(key, None)?;
+        self.check_write("delete", key, None)?;
         self.command.insert(key.to_vec(), None);
         Ok(())
     }
 
-    fn check_write(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), FsmError> {
+    fn check_write(&mut self, op: &str, key: &[u8], value: Option<&[u8]>) -> Result<(), FsmError> {
         if self.read_only {
-            return Err(FsmError::KvMisuse("a query may not write".into()));
-        }
-        if key.starts_with(super::dedup::RESERVED_PREFIX) {
-            return Err(reserved());
-        }
-        if key.len() > limits::KV_KEY_BYTES_MAX {
             return Err(FsmError::KvMisuse(format!(
-                "key of {} bytes is over the limit of {}",
-                key.len(),
-                limits::KV_KEY_BYTES_MAX
+                "kv.{op}: a query may not write"
             )));
         }
+        check_key(op, key)?;
         let value_len = value.map_or(0, <[u8]>::len);
         if value_len > limits::KV_VALUE_BYTES_MAX {
-            return Err(FsmError::KvMisuse(format!(
-                "value of {value_len} bytes is over the limit of {}",
+            return Err(FsmError::KvLimit(format!(
+                "kv.{op}: a value of {value_len} bytes is over the limit of {} bytes",
                 limits::KV_VALUE_BYTES_MAX
             )));
         }
         self.command_bytes = self.command_bytes.saturating_add(key.len() + value_len);
         if self.command_bytes > limits::KV_WRITE_BYTES_PER_COMMAND_MAX {
-            return Err(FsmError::KvMisuse(format!(
-                "one command wrote more than {} bytes",
+            return Err(FsmError::KvLimit(format!(
+                "one command may write at most {} bytes of keys and values",
                 limits::KV_WRITE_BYTES_PER_COMMAND_MAX
+            )));
+        }
+        if self.entry_bytes.saturating_add(self.command_bytes)
+            > limits::KV_WRITE_BYTES_PER_ENTRY_MAX
+        {
+            return Err(FsmError::NotRun(format!(
+                "with the {} bytes written by the commands before it in its raft entry, \
+                 its writes would pass the entry's limit of {} bytes",
+                self.entry_bytes,
+                limits::KV_WRITE_BYTES_PER_ENTRY_MAX
             )));
         }
         Ok(())
     }
 
-    /// Pairs in `[start, end)`, ascending, at most `limit` (capped by
-    /// [`limits::KV_SCAN_PAIRS_MAX`]), merging buffered writes over committed state.
-    pub fn scan(&self, start: &[u8], end: Option<&[u8]>, limit: u32) -> Result<KvPairs, FsmError> {
-        let limit = limit.min(limits::KV_SCAN_PAIRS_MAX) as usize;
+    /// Pairs in `[start, end)`, ascending, merging buffered writes over committed state,
+    /// as one page bounded by `limit` (its pairs capped by [`limits::KV_SCAN_PAIRS_MAX`];
+    /// a plugin's scans also carry a byte budget, see the plugin room's `kv.scan`).
+    /// Nothing beyond the page is read. Returns the page and its bytes.
+    pub fn scan(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: ScanLimit,
+    ) -> Result<(KvPairs, usize), FsmError> {
+        check_key("scan", start)?;
+        if let Some(end) = end {
+            check_key("scan", end)?;
+        }
+        let limit = ScanLimit {
+            pairs: limit.pairs.min(limits::KV_SCAN_PAIRS_MAX),
+            ..limit
+        };
         // Host-reserved keys sort last; a scan never reaches them.
         let reserved = super::dedup::RESERVED_PREFIX;
         let end = match end {
-            Some(e) if e <= reserved => Some(e),
-            _ => Some(reserved),
+            Some(e) if e <= reserved => e,
+            _ => reserved,
         };
-        if limit == 0 || end.is_some_and(|e| e <= start) {
-            return Ok(Vec::new());
+        if is_empty_range(start, Some(end)) {
+            return Ok((Vec::new(), 0));
         }
         let range = (
             Bound::Included(start.to_vec()),
-            end.map_or(Bound::Unbounded, |e| Bound::Excluded(e.to_vec())),
+            Bound::Excluded(end.to_vec()),
         );
-        let command: Vec<_> = self.command.range(range.clone()).collect();
-        let entry: Vec<_> = self.entry.range(range).collect();
-        // Buffered deletes can hide committed keys, so ask for enough extra pairs.
-        let want = limit + command.len() + entry.len();
-        let committed = self
-            .reader
-            .scan(self.group, start, end, want)
-            .map_err(FsmError::Storage)?;
-        Ok(merge_layers(&command, &entry, &committed, limit))
+        let layer = |writes: &'_ WriteSet| {
+            writes
+                .range::<Vec<u8>, _>(range.clone())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<Vec<_>>()
+        };
+        let committed = self.reader.scan(self.group, start, Some(end));
+        let below = Overlay::new(layer(&self.entry).into_iter(), committed);
+        let merged = Overlay::new(layer(&self.command).into_iter(), Box::new(below));
+        collect_page(merged, limit).map_err(FsmError::Storage)
     }
 
-    /// Keeps the current command's writes (it succeeded).
-    pub fn commit_command(&mut self) {
+    /// Keeps the current command's writes (it succeeded), unless they would take the
+    /// group past its quota: then they are dropped and the error says which figure.
+    pub fn commit_command(&mut self) -> Result<(), FsmError> {
+        if let Some(account) = self.account {
+            let (keys, bytes) = match self.command_growth() {
+                Ok(growth) => growth,
+                Err(e) => {
+                    self.discard_command();
+                    return Err(e);
+                }
+            };
+            match account.after(keys, bytes) {
+                Ok(usage) => self.account = Some(Account { usage, ..account }),
+                Err(e) => {
+                    self.discard_command();
+                    return Err(e);
+                }
+            }
+        }
         let writes = std::mem::take(&mut self.command);
         self.entry.extend(writes);
+        self.entry_bytes = self.entry_bytes.saturating_add(self.command_bytes);
         self.command_bytes = 0;
+        Ok(())
+    }
+
+    /// Keys and bytes the current command's writes add to the group (negative: remove),
+    /// against what the keys hold before it: earlier commands' writes, then the state.
+    fn command_growth(&self) -> Result<(i64, i64), FsmError> {
+        let (mut keys, mut bytes) = (0i64, 0i64);
+        for (key, new) in &self.command {
+            let old = match self.entry.get(key) {
+                Some(v) => v.as_ref().map(Vec::len),
+                None => self
+                    .reader
+                    .value_size(self.group, key)
+                    .map_err(FsmError::Storage)?,
+            };
+            let size = |value: Option<usize>| value.map(|v| (key.len() + v) as i64);
+            match (size(old), size(new.as_ref().map(Vec::len))) {
+                (None, None) => {}
+                (None, Some(n)) => (keys, bytes) = (keys + 1, bytes + n),
+                (Some(o), None) => (keys, bytes) = (keys - 1, bytes - o),
+                (Some(o), Some(n)) => bytes += n - o,
+            }
+        }
+        Ok((keys, bytes))
+    }
+
+    /// Keeps the command's writes if `outcome` is a success and the quota allows them,
+    /// drops them otherwise; returns the command's final outcome.
+    pub fn settle(&mut self, outcome: CommandOutcome) -> CommandOutcome {
+        match outcome {
+            Ok(output) => self.commit_command().map(|()| output),
+            Err(e) => {
+                self.discard_command();
+                Err(e)
+            }
+        }
     }
 
     /// Drops the current command's writes (it failed).
@@ -263,57 +376,37 @@ impl KvView {
     }
 }
 
-fn reserved() -> FsmError {
-    FsmError::KvMisuse("keys starting with 0xFF 0xFF are reserved for the host".into())
-}
-
-/// Merges three ascending layers; the first layer that has a key decides its value.
-pub(crate) fn merge_layers(
-    top: &[(&Vec<u8>, &Option<Vec<u8>>)],
-    middle: &[(&Vec<u8>, &Option<Vec<u8>>)],
-    bottom: &[(Vec<u8>, Vec<u8>)],
-    limit: usize,
-) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut out = Vec::new();
-    let (mut t, mut m, mut b) = (0usize, 0usize, 0usize);
-    while out.len() < limit {
-        let keys = [
-            top.get(t).map(|(k, _)| k.as_slice()),
-            middle.get(m).map(|(k, _)| k.as_slice()),
-            bottom.get(b).map(|(k, _)| k.as_slice()),
-        ];
-        let Some(min) = keys.iter().flatten().min().copied() else {
-            break;
-        };
-        let value: Option<Vec<u8>> = if keys[0] == Some(min) {
-            top.get(t).and_then(|(_, v)| (*v).clone())
-        } else if keys[1] == Some(min) {
-            middle.get(m).and_then(|(_, v)| (*v).clone())
-        } else {
-            bottom.get(b).map(|(_, v)| v.clone())
-        };
-        let key = min.to_vec();
-        if keys[0] == Some(min) {
-            t += 1;
-        }
-        if keys[1] == Some(min) {
-            m += 1;
-        }
-        if keys[2] == Some(min) {
-            b += 1;
-        }
-        if let Some(v) = value {
-            out.push((key, v));
-        }
+/// Refuses a key the host cannot hold (over [`limits::KV_KEY_BYTES_MAX`]) or that
+/// belongs to the host (under [`super::dedup::RESERVED_PREFIX`]), naming the call.
+fn check_key(op: &str, key: &[u8]) -> Result<(), FsmError> {
+    if key.len() > limits::KV_KEY_BYTES_MAX {
+        return Err(FsmError::KvLimit(format!(
+            "kv.{op}: a key of {} bytes is over the limit of {} bytes",
+            key.len(),
+            limits::KV_KEY_BYTES_MAX
+        )));
     }
-    out
+    if key.starts_with(super::dedup::RESERVED_PREFIX) {
+        return Err(FsmError::KvMisuse(format!(
+            "kv.{op}: keys starting with 0xFF 0xFF are reserved for the host"
+        )));
+    }
+    Ok(())
 }
 
 /// Runs user state machines. The plugin room implements this with wasmtime; tests and
 /// benchmarks may implement it natively.
 pub trait StateMachineHost: Send + Sync + 'static {
+    /// Whether groups running `plugin` are held to a storage quota (user plugins are;
+    /// a built-in state machine such as the meta group's need not be).
+    fn has_quota(&self, plugin: PluginDigest) -> bool {
+        let _ = plugin;
+        true
+    }
+
     /// Applies the commands of one entry in order against `kv`. For each command that
-    /// succeeds the implementation calls [`KvView::commit_command`], for each that fails
+    /// succeeds the implementation calls [`KvView::commit_command`] (whose error, a
+    /// quota refusal, becomes the command's outcome), for each that fails
     /// [`KvView::discard_command`]. Returns the view and one outcome per command.
     fn apply_entry(
         &self,
@@ -379,16 +472,19 @@ mod tests {
     fn later_layers_shadow_committed_state() {
         let mut kv = view_over(&[("a", "1"), ("b", "2"), ("c", "3")]);
         kv.put(b"b", b"20").expect("put");
-        kv.commit_command();
+        kv.commit_command().expect("no quota");
         kv.delete(b"a").expect("delete");
         kv.put(b"d", b"4").expect("put");
         assert_eq!(kv.get(b"a").expect("get"), None);
         assert_eq!(kv.get(b"b").expect("get"), Some(b"20".to_vec()));
-        let all = kv.scan(b"", None, 10).expect("scan");
+        let all = kv.scan(b"", None, ScanLimit::pairs(10)).expect("scan").0;
         assert_eq!(keys(all), ["b=20", "c=3", "d=4"]);
-        let bounded = kv.scan(b"b", Some(b"d"), 10).expect("scan");
+        let bounded = kv
+            .scan(b"b", Some(b"d"), ScanLimit::pairs(10))
+            .expect("scan")
+            .0;
         assert_eq!(keys(bounded), ["b=20", "c=3"]);
-        let limited = kv.scan(b"", None, 1).expect("scan");
+        let limited = kv.scan(b"", None, ScanLimit::pairs(1)).expect("scan").0;
         assert_eq!(keys(limited), ["b=20"]);
     }
 
@@ -396,7 +492,7 @@ mod tests {
     fn discarded_command_leaves_no_trace() {
         let mut kv = view_over(&[("a", "1")]);
         kv.put(b"x", b"1").expect("put");
-        kv.commit_command();
+        kv.commit_command().expect("no quota");
         kv.put(b"y", b"2").expect("put");
         kv.delete(b"a").expect("delete");
         kv.discard_command();
@@ -412,7 +508,13 @@ mod tests {
         assert!(matches!(q.put(b"k", b"v"), Err(FsmError::KvMisuse(_))));
         let mut a = KvView::for_apply(reader, GroupId(1));
         let huge = vec![0u8; limits::KV_KEY_BYTES_MAX + 1];
-        assert!(matches!(a.put(&huge, b"v"), Err(FsmError::KvMisuse(_))));
+        assert!(matches!(a.put(&huge, b"v"), Err(FsmError::KvLimit(_))));
+        assert!(matches!(a.get(&huge), Err(FsmError::KvLimit(_))));
+        assert!(matches!(a.delete(&huge), Err(FsmError::KvLimit(_))));
+        let page = a.scan(&huge, None, ScanLimit::pairs(1));
+        assert!(matches!(page, Err(FsmError::KvLimit(m)) if m.contains("kv.scan")));
+        let page = a.scan(b"", Some(&huge), ScanLimit::pairs(1));
+        assert!(matches!(page, Err(FsmError::KvLimit(_))));
     }
 
     #[test]

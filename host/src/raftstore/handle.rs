@@ -33,6 +33,8 @@ pub struct RaftStore {
     node: NodeId,
     hibernating: Arc<std::sync::atomic::AtomicUsize>,
     metrics: RaftMetrics,
+    /// Set by [`Self::shutdown`]: only then is a request answered "shutting down".
+    stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for RaftStore {
@@ -145,6 +147,7 @@ impl RaftStore {
             router: router.clone(),
             apply: deps.apply,
             fsm: deps.fsm,
+            metrics: deps.metrics.clone(),
         };
         let queries = QueryPool::start(query_deps.clone())?;
         Ok((
@@ -156,6 +159,7 @@ impl RaftStore {
                 node: deps.node,
                 hibernating,
                 metrics: deps.metrics,
+                stopping: Arc::default(),
             },
             StoreThreads {
                 store,
@@ -170,7 +174,7 @@ impl RaftStore {
         let (reply, rx) = oneshot::channel();
         self.router
             .send_control(StoreMsg::StartPeer { spec, reply })?;
-        rx.await.map_err(|_| RaftError::Stopped)?
+        rx.await.map_err(|_| self.unanswered())?
     }
 
     /// Proposes one command and waits for its outcome.
@@ -190,7 +194,7 @@ impl RaftStore {
                 reply,
             },
         ) {
-            Ok(()) => rx.await.map_err(|_| RaftError::Stopped).and_then(|r| r),
+            Ok(()) => rx.await.map_err(|_| self.unanswered()).and_then(|r| r),
             Err(e) => Err(e),
         };
         if let Err(e) = &result {
@@ -212,7 +216,7 @@ impl RaftStore {
         let (reply, rx) = oneshot::channel();
         let reply = ReadWaiter::Index(reply);
         self.router.send(group, PeerMsg::Read { kind, reply })?;
-        rx.await.map_err(|_| RaftError::Stopped)?
+        rx.await.map_err(|_| self.unanswered())?
     }
 
     /// [`Self::read_barrier`] and then [`Self::query`], with the query queued by the
@@ -232,7 +236,7 @@ impl RaftStore {
         };
         let reply = ReadWaiter::Query(job, self.queries.clone());
         self.router.send(group, PeerMsg::Read { kind, reply })?;
-        rx.await.map_err(|_| RaftError::Stopped)?
+        rx.await.map_err(|_| self.unanswered())?
     }
 
     /// Runs a read-only query against the group's applied state on a query thread
@@ -244,7 +248,7 @@ impl RaftStore {
         request: Vec<u8>,
     ) -> Result<(Vec<u8>, u64), RaftError> {
         let rx = self.queries.submit(group, request)?;
-        rx.await.map_err(|_| RaftError::Stopped)?
+        rx.await.map_err(|_| self.unanswered())?
     }
 
     /// [`Self::query`] on the calling thread (blocking), for tests and tools.
@@ -260,7 +264,7 @@ impl RaftStore {
             reply,
         };
         answer_batch(&self.query_deps, vec![job]);
-        rx.try_recv().map_err(|_| RaftError::Stopped)?
+        rx.try_recv().map_err(|_| self.unanswered())?
     }
 
     /// Proposes a switch to `plugin`; returns the index at which the group switched.
@@ -268,20 +272,20 @@ impl RaftStore {
         let (reply, rx) = oneshot::channel();
         self.router
             .send(group, PeerMsg::Upgrade { plugin, reply })?;
-        rx.await.map_err(|_| RaftError::Stopped)?
+        rx.await.map_err(|_| self.unanswered())?
     }
 
     pub async fn status(&self, group: GroupId) -> Result<GroupStatus, RaftError> {
         let (reply, rx) = oneshot::channel();
         self.router.send(group, PeerMsg::Status { reply })?;
-        rx.await.map_err(|_| RaftError::Stopped)
+        rx.await.map_err(|_| self.unanswered())
     }
 
     /// Removes the group and all its data from this node.
     pub async fn destroy(&self, group: GroupId) -> Result<(), RaftError> {
         let (reply, rx) = oneshot::channel();
         self.router.send(group, PeerMsg::Destroy { reply })?;
-        rx.await.map_err(|_| RaftError::Stopped)?
+        rx.await.map_err(|_| self.unanswered())?
     }
 
     /// Proposes a membership change; returns the index at which it applied.
@@ -293,7 +297,7 @@ impl RaftStore {
         let (reply, rx) = oneshot::channel();
         self.router
             .send(group, PeerMsg::ChangePeers { changes, reply })?;
-        rx.await.map_err(|_| RaftError::Stopped)?
+        rx.await.map_err(|_| self.unanswered())?
     }
 
     /// Asks the leader of `group` (this replica) to hand leadership to `peer`.
@@ -301,14 +305,33 @@ impl RaftStore {
         let (reply, rx) = oneshot::channel();
         self.router
             .send(group, PeerMsg::TransferLeader { peer, reply })?;
-        rx.await.map_err(|_| RaftError::Stopped)?
+        rx.await.map_err(|_| self.unanswered())?
     }
 
     /// Appends a "compute state digest" entry (this replica must lead); returns its index.
     pub async fn compute_digest(&self, group: GroupId) -> Result<u64, RaftError> {
         let (reply, rx) = oneshot::channel();
         self.router.send(group, PeerMsg::ComputeDigest { reply })?;
-        rx.await.map_err(|_| RaftError::Stopped)?
+        rx.await.map_err(|_| self.unanswered())?
+    }
+
+    /// Sets the group's storage quota through its log (this replica must lead);
+    /// returns the index at which it applied.
+    pub async fn set_quota(
+        &self,
+        group: GroupId,
+        quota: super::quota::Quota,
+    ) -> Result<u64, RaftError> {
+        let (reply, rx) = oneshot::channel();
+        self.router
+            .send(group, PeerMsg::SetQuota { quota, reply })?;
+        rx.await.map_err(|_| self.unanswered())?
+    }
+
+    /// The group's storage quota and usage as this replica's applied state has them.
+    pub fn account(&self, group: GroupId) -> Result<super::quota::Account, RaftError> {
+        let snapshot = self.query_deps.apply.read_snapshot();
+        super::quota::read(&*snapshot, group).map_err(RaftError::Fsm)
     }
 
     /// The digest this replica recorded at `index` (None until it applies that entry).
@@ -383,6 +406,18 @@ impl RaftStore {
 
     /// Asks the store loop to stop; join the threads afterwards.
     pub fn shutdown(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Release);
         let _ = self.router.send_control(StoreMsg::Shutdown);
+    }
+
+    /// The error for a request whose answer never came: the node is shutting down, or
+    /// (a bug; never while running normally) the loop that held it let it go.
+    fn unanswered(&self) -> RaftError {
+        if self.stopping.load(std::sync::atomic::Ordering::Acquire) {
+            RaftError::Stopped
+        } else {
+            RaftError::Unanswered
+        }
     }
 }

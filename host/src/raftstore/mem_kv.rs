@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use parking_lot::Mutex;
 
-use super::fsm::{KvPairs, KvReader, KvView};
+use super::fsm::{KvIter, KvReader, KvView};
+use super::kv_iter::{CursorScan, first_after};
 use crate::ids::GroupId;
 
 /// Committed state of a single group (the group id passed to reads is ignored).
@@ -17,21 +18,14 @@ impl KvReader for MemKv {
         Ok(self.0.lock().get(key).cloned())
     }
 
-    fn scan(
-        &self,
-        _: GroupId,
-        start: &[u8],
-        end: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<KvPairs, String> {
-        Ok(self
-            .0
-            .lock()
-            .range(start.to_vec()..)
-            .take_while(|(k, _)| end.is_none_or(|e| k.as_slice() < e))
-            .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
+    fn scan<'a>(&'a self, _: GroupId, start: &[u8], end: Option<&[u8]>) -> KvIter<'a> {
+        let end = end.map(<[u8]>::to_vec);
+        Box::new(
+            CursorScan::new(start, move |after| {
+                first_after(&self.0.lock(), after, end.as_deref())
+            })
+            .map(Ok),
+        )
     }
 }
 

@@ -15,7 +15,7 @@
 //! - [`peer`], [`peer_storage`]: one group's `RawNode` and its raft-rs `Storage`.
 //! - [`apply`]: the apply loop; [`payload`]: what entries carry.
 //! - [`query_pool`]: the threads that answer reads in batches.
-//! - [`fsm`], [`traits`]: the contracts other rooms implement.
+//! - [`fsm`], [`traits`]: the contracts other rooms implement; [`kv_iter`]: lazy scans.
 
 pub mod apply;
 pub mod dedup;
@@ -23,6 +23,7 @@ pub mod digest;
 pub mod fsm;
 pub mod handle;
 pub mod hibernate;
+pub mod kv_iter;
 pub mod leaders;
 mod logger;
 pub mod mem_kv;
@@ -32,6 +33,7 @@ pub mod peer;
 pub mod peer_storage;
 pub mod pending_kv;
 pub mod query_pool;
+pub mod quota;
 pub mod router;
 pub mod shared;
 pub mod snapshot;

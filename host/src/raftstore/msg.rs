@@ -30,6 +30,10 @@ pub enum RaftError {
     Fsm(FsmError),
     #[error("the node is shutting down")]
     Stopped,
+    /// A request the node let go without an answer while not shutting down (a bug:
+    /// the thread serving it failed; the node's log says why).
+    #[error("this node dropped the request without an answer (see its log); it may be retried")]
+    Unanswered,
     #[error("group {0} already exists")]
     GroupExists(GroupId),
     #[error("invalid request: {0}")]
@@ -167,6 +171,11 @@ pub enum PeerMsg {
     Campaign,
     /// Appends a "compute state digest" entry; answers with its index.
     ComputeDigest {
+        reply: IndexReply,
+    },
+    /// Appends a "set storage quota" entry; answers with the index it applied at.
+    SetQuota {
+        quota: super::quota::Quota,
         reply: IndexReply,
     },
     /// A raft message from another node.

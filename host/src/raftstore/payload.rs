@@ -1,11 +1,13 @@
 //! The data of normal raft entries: a leader-assigned timestamp and either a batch of
-//! client commands or a plugin upgrade (prost messages from `proto/flotilla/v1/raft.proto`).
+//! client commands, a plugin upgrade, a digest request or a new storage quota (prost
+//! messages from `proto/flotilla/v1/raft.proto`).
 
 use prost::Message as _;
 
+use super::quota::Quota;
 use crate::ids::PluginDigest;
 use crate::proto::v1::{
-    Command, CommandBatch, ComputeDigest, EntryPayload, UpgradePlugin, entry_payload,
+    Command, CommandBatch, ComputeDigest, EntryPayload, SetQuota, UpgradePlugin, entry_payload,
 };
 
 /// A decoded entry payload.
@@ -21,6 +23,10 @@ pub enum Payload {
     },
     Digest {
         timestamp_ms: u64,
+    },
+    Quota {
+        timestamp_ms: u64,
+        quota: Quota,
     },
 }
 
@@ -50,6 +56,17 @@ pub fn encode_digest(timestamp_ms: u64) -> Vec<u8> {
     .encode_to_vec()
 }
 
+pub fn encode_quota(timestamp_ms: u64, quota: Quota) -> Vec<u8> {
+    EntryPayload {
+        timestamp_ms,
+        kind: Some(entry_payload::Kind::Quota(SetQuota {
+            keys_max: quota.keys_max,
+            bytes_max: quota.bytes_max,
+        })),
+    }
+    .encode_to_vec()
+}
+
 /// Decodes an entry's data. Entries are written only by leaders of this codebase, so a
 /// failure means corruption or a version mismatch; the message says which part failed.
 pub fn decode(data: &[u8]) -> Result<Payload, String> {
@@ -66,6 +83,13 @@ pub fn decode(data: &[u8]) -> Result<Payload, String> {
         }),
         Some(entry_payload::Kind::Digest(_)) => Ok(Payload::Digest {
             timestamp_ms: p.timestamp_ms,
+        }),
+        Some(entry_payload::Kind::Quota(q)) => Ok(Payload::Quota {
+            timestamp_ms: p.timestamp_ms,
+            quota: Quota {
+                keys_max: q.keys_max,
+                bytes_max: q.bytes_max,
+            },
         }),
         None => Err("entry payload without a kind".into()),
     }
@@ -95,6 +119,17 @@ mod tests {
             Ok(Payload::Upgrade {
                 timestamp_ms: 6,
                 plugin: d
+            })
+        );
+        let q = Quota {
+            keys_max: 3,
+            bytes_max: 4,
+        };
+        assert_eq!(
+            decode(&encode_quota(7, q)),
+            Ok(Payload::Quota {
+                timestamp_ms: 7,
+                quota: q
             })
         );
         assert!(decode(b"\xff\xff\xff").is_err());

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use super::fsm::{KvPairs, KvReader, WriteSet, merge_layers};
+use super::fsm::{KvIter, KvReader, WriteSet};
+use super::kv_iter::{CursorScan, Overlay, first_after};
 use crate::ids::GroupId;
 
 /// Writes of applied but not yet committed entries of `group`, over `base`.
@@ -37,32 +38,27 @@ impl KvReader for PendingKv {
         self.base.get(group, key)
     }
 
-    fn scan(
-        &self,
-        group: GroupId,
-        start: &[u8],
-        end: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<KvPairs, String> {
+    fn value_size(&self, group: GroupId, key: &[u8]) -> Result<Option<usize>, String> {
+        if group == self.group
+            && let Some(v) = self.writes.read().get(key)
+        {
+            return Ok(v.as_ref().map(Vec::len));
+        }
+        self.base.value_size(group, key)
+    }
+
+    fn scan<'a>(&'a self, group: GroupId, start: &[u8], end: Option<&[u8]>) -> KvIter<'a> {
+        let committed = self.base.scan(group, start, end);
         if group != self.group {
-            return self.base.scan(group, start, end, limit);
+            return committed;
         }
-        let writes = self.writes.read();
-        if end.is_some_and(|e| e <= start) {
-            return Ok(Vec::new());
-        }
-        let range = (
-            std::ops::Bound::Included(start.to_vec()),
-            end.map_or(std::ops::Bound::Unbounded, |e| {
-                std::ops::Bound::Excluded(e.to_vec())
-            }),
-        );
-        let pending: Vec<_> = writes.range(range).collect();
-        // Pending deletes can hide committed keys: ask for enough extra pairs.
-        let committed = self
-            .base
-            .scan(group, start, end, limit.saturating_add(pending.len()))?;
-        Ok(merge_layers(&pending, &[], &committed, limit))
+        // The pending layer is walked with a cursor: the lock is held for one lookup at
+        // a time, never across the caller's iteration.
+        let end = end.map(<[u8]>::to_vec);
+        let pending = CursorScan::new(start, move |after| {
+            first_after(&self.writes.read(), after, end.as_deref())
+        });
+        Box::new(Overlay::new(pending, committed))
     }
 }
 
@@ -90,10 +86,10 @@ mod tests {
         assert_eq!(kv.get(g, b"b"), Ok(None));
         assert_eq!(kv.get(g, b"c"), Ok(Some(b"new".to_vec())));
         assert_eq!(kv.get(g, b"e"), Ok(Some(b"added".to_vec())));
-        let keys = |pairs: KvPairs| -> Vec<String> {
+        let keys = |pairs: crate::raftstore::fsm::KvIter<'_>| -> Vec<String> {
             pairs
-                .into_iter()
-                .map(|(k, v)| {
+                .map(|p| {
+                    let (k, v) = p.expect("no error");
                     format!(
                         "{}={}",
                         String::from_utf8_lossy(&k),
@@ -103,11 +99,11 @@ mod tests {
                 .collect()
         };
         assert_eq!(
-            keys(kv.scan(g, b"", None, 10).expect("scan")),
+            keys(kv.scan(g, b"", None)),
             ["a=old", "c=new", "d=old", "e=added"]
         );
         assert_eq!(
-            keys(kv.scan(g, b"a", Some(b"d"), 2).expect("scan")),
+            keys(Box::new(kv.scan(g, b"a", Some(b"d")).take(2))),
             ["a=old", "c=new"]
         );
         // Another group sees only the committed state (MemKv ignores groups: all old).

@@ -8,6 +8,10 @@
 //! of each (and a blocking-pool hand-off) per read. Every request still gets its own
 //! answer, and the state it observed is the group's applied state at or after its
 //! barrier, as with one read at a time. A full queue refuses the read as busy.
+//!
+//! A panic while answering (a host bug) fails the reads of that group with an error and
+//! nothing else: the worker goes on, so the pool never shrinks, and no read is told the
+//! node is shutting down when it is not.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -38,6 +42,8 @@ pub struct QueryDeps {
     pub router: Arc<Router>,
     pub apply: Arc<dyn ApplyStore>,
     pub fsm: Arc<dyn StateMachineHost>,
+    /// Where caught panics are counted.
+    pub metrics: crate::metrics::RaftMetrics,
 }
 
 /// The sending side of the pool; the workers end when every clone of it is dropped.
@@ -54,6 +60,7 @@ impl QueryPool {
             let (rx, deps) = (rx.clone(), deps.clone());
             std::thread::Builder::new()
                 .name(format!("flotilla-query-{i}"))
+                .stack_size(limits::APPLY_THREAD_STACK_BYTES)
                 .spawn(move || run_worker(&rx, &deps))?;
         }
         Ok(Self { tx })
@@ -124,7 +131,11 @@ pub fn answer_batch(deps: &QueryDeps, jobs: Vec<QueryJob>) {
     }
     let snapshot = deps.apply.read_snapshot();
     for (group, jobs) in by_group {
-        match answer_group(deps, &snapshot, group, &jobs) {
+        let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            answer_group(deps, &snapshot, group, &jobs)
+        }))
+        .unwrap_or_else(|panic| Err(contained(deps, group, &*panic)));
+        match answered {
             Ok((outcomes, applied)) => {
                 for (job, outcome) in jobs.into_iter().zip(outcomes) {
                     let _ = job
@@ -142,6 +153,22 @@ pub fn answer_batch(deps: &QueryDeps, jobs: Vec<QueryJob>) {
 }
 
 type Outcomes = (Vec<Result<Vec<u8>, FsmError>>, u64);
+
+/// The error every read of `group` in a batch gets when answering them panicked.
+fn contained(deps: &QueryDeps, group: GroupId, panic: &(dyn std::any::Any + Send)) -> RaftError {
+    let why = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic without a message");
+    deps.metrics.host_panics.inc();
+    tracing::error!(
+        group = group.0,
+        "host code panicked answering reads: {why}; they get an error and the query \
+         thread goes on"
+    );
+    RaftError::Fsm(FsmError::HostPanic(why.to_owned()))
+}
 
 fn answer_group(
     deps: &QueryDeps,
@@ -255,6 +282,7 @@ mod tests {
             router,
             apply,
             fsm: host,
+            metrics: crate::metrics::RaftMetrics::default(),
         }
     }
 

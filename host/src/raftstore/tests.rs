@@ -8,7 +8,9 @@ use super::{PeerSpec, RaftError, RaftStore, ReadKind, StoreDeps, SystemClock};
 use crate::ids::{GroupId, NodeId, PeerId, PluginDigest};
 use crate::storage::mem::MemStore;
 
-/// Adds the decimal number in each command to key "n"; "fail" is rejected.
+/// Adds the decimal number in each command to key "n"; "fail" is rejected. Two
+/// commands stand for what a plugin host might do: "fill:N" writes keys `k0..kN`, and
+/// "panic" (command or query) panics in host code, like a bug the bounds checks missed.
 struct Adder;
 
 fn read_n(kv: &KvView) -> Result<i64, FsmError> {
@@ -29,6 +31,13 @@ impl StateMachineHost for Adder {
     ) -> (KvView, Vec<CommandOutcome>) {
         let mut out = Vec::new();
         for c in commands {
+            assert!(*c != b"panic", "a host bug, on purpose");
+            if let Some(n) = c.strip_prefix(b"fill:") {
+                let n: usize = String::from_utf8_lossy(n).parse().unwrap_or(0);
+                let r = (0..n).try_for_each(|i| kv.put(format!("k{i}").as_bytes(), b"v"));
+                out.push(kv.settle(r.map(|()| Vec::new())));
+                continue;
+            }
             let r = std::str::from_utf8(c)
                 .ok()
                 .and_then(|s| s.parse::<i64>().ok())
@@ -40,16 +49,13 @@ impl StateMachineHost for Adder {
                     kv.put(b"n", n.to_string().as_bytes())?;
                     Ok(n.to_string().into_bytes())
                 });
-            match r {
-                Ok(_) => kv.commit_command(),
-                Err(_) => kv.discard_command(),
-            }
-            out.push(r);
+            out.push(kv.settle(r));
         }
         (kv, out)
     }
 
-    fn query(&self, _: PluginDigest, _: QueryContext, _: &[u8], kv: KvView) -> CommandOutcome {
+    fn query(&self, _: PluginDigest, _: QueryContext, r: &[u8], kv: KvView) -> CommandOutcome {
+        assert!(r != b"panic", "a host bug, on purpose");
         Ok(read_n(&kv)?.to_string().into_bytes())
     }
 }
@@ -255,6 +261,109 @@ async fn log_compaction_on_fjall_survives_restart() {
         .await
         .expect("propose after restart");
     assert_eq!(value(&store, 1).await, entries as i64 + 1);
+    store.shutdown();
+    tokio::task::spawn_blocking(move || threads.join())
+        .await
+        .expect("join");
+}
+
+/// A panic in host code while applying is the entry's deterministic outcome, not a
+/// stopped node: its commands are rejected, nothing it wrote stays, the group goes on,
+/// and a restart does not replay it into a crash. A panic answering reads fails those
+/// reads only; the query threads survive it, however many times it happens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_panics_reject_the_command_or_read_and_the_node_goes_on() {
+    let mem = Arc::new(MemStore::default());
+    let (store, threads) = start(&mem);
+    store.start_peer(spec(1)).await.expect("start");
+    store
+        .propose(GroupId(1), b"5".to_vec(), String::new())
+        .await
+        .expect("propose");
+    let panicked = store
+        .propose(GroupId(1), b"panic".to_vec(), String::new())
+        .await;
+    assert!(
+        matches!(&panicked, Err(RaftError::Fsm(FsmError::HostPanic(m))) if m.contains("on purpose")),
+        "{panicked:?}"
+    );
+    store
+        .propose(GroupId(1), b"2".to_vec(), String::new())
+        .await
+        .expect("the group applies after the panic");
+    for _ in 0..3 * crate::limits::QUERY_THREADS {
+        let read = store
+            .read_query(GroupId(1), ReadKind::Linearizable, b"panic".to_vec())
+            .await;
+        assert!(
+            matches!(read, Err(RaftError::Fsm(FsmError::HostPanic(_)))),
+            "{read:?}"
+        );
+    }
+    assert_eq!(value(&store, 1).await, 7, "reads still answered");
+    store.shutdown();
+    tokio::task::spawn_blocking(move || threads.join())
+        .await
+        .expect("join");
+    mem.crash();
+    let (store, threads) = start(&mem);
+    store.start_peer(spec(1)).await.expect("restart");
+    assert_eq!(value(&store, 1).await, 7, "replayed past the panic");
+    store.shutdown();
+    tokio::task::spawn_blocking(move || threads.join())
+        .await
+        .expect("join");
+}
+
+/// A quota set through the log refuses commands that would grow the group past it,
+/// lets shrinking ones through, and its usage is exact and survives a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_refuses_growth_past_it_and_keeps_exact_usage() {
+    use super::quota::{Quota, Usage};
+    let mem = Arc::new(MemStore::default());
+    let (store, threads) = start(&mem);
+    store.start_peer(spec(1)).await.expect("start");
+    store
+        .propose(GroupId(1), b"fill:3".to_vec(), String::new())
+        .await
+        .expect("fill");
+    let account = store.account(GroupId(1)).expect("account");
+    assert_eq!(account.quota, Quota::default());
+    assert_eq!(account.usage, Usage { keys: 3, bytes: 9 });
+    let quota = Quota {
+        keys_max: 5,
+        bytes_max: 1000,
+    };
+    store.set_quota(GroupId(1), quota).await.expect("set quota");
+    let refused = store
+        .propose(GroupId(1), b"fill:6".to_vec(), String::new())
+        .await;
+    assert!(
+        matches!(&refused, Err(RaftError::Fsm(FsmError::QuotaExceeded(m))) if m.contains("6 keys")),
+        "{refused:?}"
+    );
+    store
+        .propose(GroupId(1), b"1".to_vec(), String::new())
+        .await
+        .expect("one more key fits");
+    let account = store.account(GroupId(1)).expect("account");
+    assert_eq!(
+        (account.quota, account.usage),
+        (quota, Usage { keys: 4, bytes: 11 })
+    );
+    store.shutdown();
+    tokio::task::spawn_blocking(move || threads.join())
+        .await
+        .expect("join");
+    mem.crash();
+    let (store, threads) = start(&mem);
+    store.start_peer(spec(1)).await.expect("restart");
+    assert_eq!(value(&store, 1).await, 1);
+    let account = store.account(GroupId(1)).expect("account");
+    assert_eq!(
+        (account.quota, account.usage),
+        (quota, Usage { keys: 4, bytes: 11 })
+    );
     store.shutdown();
     tokio::task::spawn_blocking(move || threads.join())
         .await

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use fjall::Readable as _;
 
-use crate::raftstore::fsm::{KvPairs, KvReader};
+use crate::raftstore::fsm::{KvIter, KvReader};
 use crate::raftstore::traits::{
     ApplyState, ApplyStore, GroupApply, ReadSnapshot, SnapshotInfo, StoreError,
 };
@@ -43,20 +43,30 @@ pub fn decode_apply_state(b: &[u8]) -> Option<ApplyState> {
 
 impl KvReader for Store {
     fn get(&self, group: GroupId, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        let Some(key) = keys::kv_key_checked(group, key) else {
+            return Ok(None);
+        };
         self.kv
-            .get(keys::kv_key(group, key))
+            .get(key)
             .map(|v| v.map(|v| v.to_vec()))
             .map_err(|e| e.to_string())
     }
 
-    fn scan(
-        &self,
-        group: GroupId,
-        start: &[u8],
-        end: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<KvPairs, String> {
-        collect_pairs(self.kv.range(kv_range(group, start, end)), limit)
+    fn value_size(&self, group: GroupId, key: &[u8]) -> Result<Option<usize>, String> {
+        let Some(key) = keys::kv_key_checked(group, key) else {
+            return Ok(None);
+        };
+        self.kv
+            .size_of(key)
+            .map(|n| n.map(|n| n as usize))
+            .map_err(|e| e.to_string())
+    }
+
+    fn scan<'a>(&'a self, group: GroupId, start: &[u8], end: Option<&[u8]>) -> KvIter<'a> {
+        match kv_range(group, start, end) {
+            Some(range) => pairs(self.kv.range(range)),
+            None => Box::new(std::iter::empty()),
+        }
     }
 }
 
@@ -82,23 +92,30 @@ struct StoreSnapshot {
 
 impl KvReader for StoreSnapshot {
     fn get(&self, group: GroupId, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        let Some(key) = keys::kv_key_checked(group, key) else {
+            return Ok(None);
+        };
         self.snap
-            .get(&self.kv, keys::kv_key(group, key))
+            .get(&self.kv, key)
             .map(|v| v.map(|v| v.to_vec()))
             .map_err(|e| e.to_string())
     }
 
-    fn scan(
-        &self,
-        group: GroupId,
-        start: &[u8],
-        end: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<KvPairs, String> {
-        collect_pairs(
-            self.snap.range(&self.kv, kv_range(group, start, end)),
-            limit,
-        )
+    fn value_size(&self, group: GroupId, key: &[u8]) -> Result<Option<usize>, String> {
+        let Some(key) = keys::kv_key_checked(group, key) else {
+            return Ok(None);
+        };
+        self.snap
+            .size_of(&self.kv, key)
+            .map(|n| n.map(|n| n as usize))
+            .map_err(|e| e.to_string())
+    }
+
+    fn scan<'a>(&'a self, group: GroupId, start: &[u8], end: Option<&[u8]>) -> KvIter<'a> {
+        match kv_range(group, start, end) {
+            Some(range) => pairs(self.snap.range(&self.kv, range)),
+            None => Box::new(std::iter::empty()),
+        }
     }
 }
 
@@ -112,27 +129,39 @@ impl ReadSnapshot for StoreSnapshot {
     }
 }
 
-/// The `kv` keyspace range of `group`'s user keys in `[start, end)`.
-pub(super) fn kv_range(
-    group: GroupId,
-    start: &[u8],
-    end: Option<&[u8]>,
-) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+/// A range of store keys, as fjall takes it.
+pub(super) type KeyRange = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+
+/// The `kv` keyspace range of `group`'s user keys in `[start, end)` (`None`: to the
+/// group's end), with bounds the store accepts; `None` when the range holds no key.
+pub(super) fn kv_range(group: GroupId, start: &[u8], end: Option<&[u8]>) -> Option<KeyRange> {
+    if end.is_some_and(|e| e <= start) {
+        return None;
+    }
     let hi = match (end, keys::group_end(group)) {
         (Some(e), _) => Bound::Excluded(keys::kv_key(group, e)),
         (None, Some(g)) => Bound::Excluded(g.to_vec()),
         (None, None) => Bound::Unbounded,
     };
-    (Bound::Included(keys::kv_key(group, start)), hi)
+    let lo = keys::storable_bound(Bound::Included(keys::kv_key(group, start)), true);
+    let hi = keys::storable_bound(hi, false);
+    let empty = match (&lo, &hi) {
+        (_, Bound::Unbounded) => false,
+        (Bound::Included(l), Bound::Included(h)) => l > h,
+        (Bound::Included(l) | Bound::Excluded(l), Bound::Included(h) | Bound::Excluded(h)) => {
+            l >= h
+        }
+        (Bound::Unbounded, _) => false,
+    };
+    (!empty).then_some((lo, hi))
 }
 
-fn collect_pairs(iter: fjall::Iter, limit: usize) -> Result<KvPairs, String> {
-    let mut out = Vec::new();
-    for item in iter.take(limit) {
+/// A fjall range as the group's user pairs (the 8-byte group prefix cut off).
+fn pairs<'a>(iter: fjall::Iter) -> KvIter<'a> {
+    Box::new(iter.map(|item| {
         let (k, v) = item.into_inner().map_err(|e| e.to_string())?;
-        out.push((k.get(8..).unwrap_or_default().to_vec(), v.to_vec()));
-    }
-    Ok(out)
+        Ok((k.get(8..).unwrap_or_default().to_vec(), v.to_vec()))
+    }))
 }
 
 impl ApplyStore for Store {
@@ -159,7 +188,14 @@ impl ApplyStore for Store {
                 batch.insert(&self.apply_state, keys::conf_key(group), bytes);
             }
             for (k, v) in writes {
-                let key = keys::kv_key(group, &k);
+                // The view refuses longer keys; this keeps a missed check from reaching
+                // lsm-tree, which panics on them.
+                let key = keys::kv_key_checked(group, &k).ok_or_else(|| {
+                    StoreError(format!(
+                        "group {group}: a key of {} bytes is longer than the store holds",
+                        k.len()
+                    ))
+                })?;
                 match v {
                     Some(v) => batch.insert(&self.kv, key, v),
                     None => batch.remove(&self.kv, key),
@@ -298,7 +334,9 @@ mod tests {
         other.insert(b"a".to_vec(), Some(b"x".to_vec()));
         store.commit_apply(GroupId(2), other, state, None)?;
         assert_eq!(store.apply_state(GroupId(1))?, Some(state));
-        let pairs = KvReader::scan(&store, GroupId(1), b"", None, 10).map_err(err)?;
+        let pairs: Vec<_> = KvReader::scan(&store, GroupId(1), b"", None)
+            .collect::<Result<_, _>>()
+            .map_err(err)?;
         assert_eq!(pairs.len(), 2);
         assert_eq!(pairs[0], (b"a".to_vec(), b"1".to_vec()));
         let mut del = WriteSet::new();
@@ -328,12 +366,7 @@ mod tests {
         );
         store.destroy_group(GroupId(1), None)?;
         assert_eq!(store.apply_state(GroupId(1))?, None);
-        assert_eq!(
-            KvReader::scan(&store, GroupId(1), b"", None, 10)
-                .map_err(err)?
-                .len(),
-            0
-        );
+        assert_eq!(KvReader::scan(&store, GroupId(1), b"", None).count(), 0);
         assert_eq!(
             KvReader::get(&store, GroupId(2), b"a").map_err(err)?,
             Some(b"x".to_vec())

@@ -4,13 +4,15 @@
 //! unsynced writes.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use raft::eraftpb::{ConfState, Entry, HardState};
 
 use crate::ids::GroupId;
-use crate::raftstore::fsm::{KvPairs, KvReader};
+use crate::raftstore::fsm::{KvIter, KvReader};
+use crate::raftstore::kv_iter::CursorScan;
 use crate::raftstore::traits::{
     ApplyState, ApplyStore, GroupApply, LogStore, PersistedRaftState, RaftWriteBatch, ReadSnapshot,
     SnapshotInfo, StoreError,
@@ -175,14 +177,14 @@ impl KvReader for MemStore {
         Ok(self.live.lock().kv.get(&(group.0, key.to_vec())).cloned())
     }
 
-    fn scan(
-        &self,
-        group: GroupId,
-        start: &[u8],
-        end: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<KvPairs, String> {
-        Ok(scan_data(&self.live.lock(), group, start, end, limit))
+    fn scan<'a>(&'a self, group: GroupId, start: &[u8], end: Option<&[u8]>) -> KvIter<'a> {
+        let end = end.map(<[u8]>::to_vec);
+        Box::new(
+            CursorScan::new(start, move |after| {
+                first_in_group(&self.live.lock(), group, after, end.as_deref())
+            })
+            .map(Ok),
+        )
     }
 }
 
@@ -194,14 +196,14 @@ impl KvReader for MemSnapshot {
         Ok(self.0.kv.get(&(group.0, key.to_vec())).cloned())
     }
 
-    fn scan(
-        &self,
-        group: GroupId,
-        start: &[u8],
-        end: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<KvPairs, String> {
-        Ok(scan_data(&self.0, group, start, end, limit))
+    fn scan<'a>(&'a self, group: GroupId, start: &[u8], end: Option<&[u8]>) -> KvIter<'a> {
+        let end = end.map(<[u8]>::to_vec);
+        Box::new(
+            CursorScan::new(start, move |after| {
+                first_in_group(&self.0, group, after, end.as_deref())
+            })
+            .map(Ok),
+        )
     }
 }
 
@@ -211,12 +213,22 @@ impl ReadSnapshot for MemSnapshot {
     }
 }
 
-fn scan_data(d: &Data, group: GroupId, start: &[u8], end: Option<&[u8]>, limit: usize) -> KvPairs {
-    d.kv.range((group.0, start.to_vec())..)
-        .take_while(|((g, k), _)| *g == group.0 && end.is_none_or(|e| k.as_slice() < e))
-        .take(limit)
+/// The first pair of `group` past `after` and before `end`, cloned.
+fn first_in_group(
+    d: &Data,
+    group: GroupId,
+    after: &Bound<Vec<u8>>,
+    end: Option<&[u8]>,
+) -> Option<(Vec<u8>, Vec<u8>)> {
+    let lo = match after {
+        Bound::Included(k) => Bound::Included((group.0, k.clone())),
+        Bound::Excluded(k) => Bound::Excluded((group.0, k.clone())),
+        Bound::Unbounded => Bound::Included((group.0, Vec::new())),
+    };
+    d.kv.range((lo, Bound::Unbounded))
+        .next()
+        .filter(|((g, k), _)| *g == group.0 && end.is_none_or(|e| k.as_slice() < e))
         .map(|((_, k), v)| (k.clone(), v.clone()))
-        .collect()
 }
 
 impl ApplyStore for MemStore {
@@ -262,7 +274,11 @@ impl ApplyStore for MemStore {
             .or_else(|| d.conf_state.get(&g))
             .cloned()
             .unwrap_or_default();
-        let pairs = scan_data(&d, group, b"", None, usize::MAX);
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> =
+            d.kv.range((g, Vec::new())..)
+                .take_while(|((owner, _), _)| *owner == g)
+                .map(|((_, k), v)| (k.clone(), v.clone()))
+                .collect();
         let size = pairs.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
         self.snaps.lock().insert(
             (g, state.applied_index, state.applied_term),

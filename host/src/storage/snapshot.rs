@@ -45,12 +45,15 @@ pub(super) fn generate(store: &Store, group: GroupId) -> Result<SnapshotInfo, St
     let path = store
         .snaps
         .gen_path(group, state.applied_index, state.applied_term);
-    let pairs = snap
-        .range(&store.kv, kv_range(group, b"", None))
-        .map(|item| {
-            let (k, v) = item.into_inner().map_err(err)?;
-            Ok((k.get(8..).unwrap_or_default().to_vec(), v.to_vec()))
-        });
+    // A whole group's range is never empty; the fallback only keeps this total.
+    let range = kv_range(group, b"", None).unwrap_or((
+        std::ops::Bound::Included(keys::group_prefix(group).to_vec()),
+        std::ops::Bound::Unbounded,
+    ));
+    let pairs = snap.range(&store.kv, range).map(|item| {
+        let (k, v) = item.into_inner().map_err(err)?;
+        Ok((k.get(8..).unwrap_or_default().to_vec(), v.to_vec()))
+    });
     let size = write_file(&path, &state, &conf, pairs)?;
     store.snaps.remove_older_gen(group, state.applied_index);
     Ok(SnapshotInfo {

@@ -46,6 +46,7 @@ pub async fn setup(
             .create_group(CreateGroupRequest {
                 plugin: plugin.clone(),
                 replicas: 0,
+                ..Default::default()
             })
             .await
             .map_err(status_error)?

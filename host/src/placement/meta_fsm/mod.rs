@@ -53,11 +53,7 @@ impl MetaFsm {
         for bytes in commands {
             let outcome = MetaCommand::decode(bytes)
                 .and_then(|cmd| Ok(commands::apply(&ctx, &mut kv, cmd)?.encode()));
-            match &outcome {
-                Ok(_) => kv.commit_command(),
-                Err(_) => kv.discard_command(),
-            }
-            outcomes.push(outcome);
+            outcomes.push(kv.settle(outcome));
         }
         (kv, outcomes)
     }

@@ -12,7 +12,7 @@ use super::keys;
 use crate::ids::{GroupId, NodeId, PeerId, PluginDigest};
 use crate::placement::META_GROUP;
 use crate::placement::meta_types::*;
-use crate::raftstore::fsm::KvView;
+use crate::raftstore::fsm::{KvView, ScanLimit};
 
 pub(super) fn decode_record<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, MetaError> {
     serde_json::from_slice(bytes).map_err(|e| MetaError::Corrupt {
@@ -47,7 +47,9 @@ pub(super) fn scan<T: DeserializeOwned>(
     end: &[u8],
     limit: u32,
 ) -> Result<Vec<(Vec<u8>, T)>, MetaError> {
-    kv.scan(start, Some(end), limit)?
+    // Meta records are small and counted by their own limits: no byte budget.
+    kv.scan(start, Some(end), ScanLimit::pairs(limit as usize))?
+        .0
         .into_iter()
         .map(|(k, v)| {
             let record = decode_record(&k, &v)?;

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use crate::ids::GroupId;
 use crate::plugin::PluginRuntime;
-use crate::raftstore::fsm::{EntryContext, KvReader, KvView, QueryContext};
+use crate::raftstore::fsm::{EntryContext, KvIter, KvReader, KvView, QueryContext};
 
 pub const GUEST_WAT: &str = r#"
 (module
@@ -167,14 +167,8 @@ impl KvReader for BrokenReader {
         Err("disk on fire".into())
     }
 
-    fn scan(
-        &self,
-        _: GroupId,
-        _: &[u8],
-        _: Option<&[u8]>,
-        _: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
-        Err("disk on fire".into())
+    fn scan<'a>(&'a self, _: GroupId, _: &[u8], _: Option<&[u8]>) -> KvIter<'a> {
+        Box::new(std::iter::once(Err("disk on fire".into())))
     }
 }
 

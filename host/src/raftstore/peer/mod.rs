@@ -310,6 +310,15 @@ impl Peer {
                     let ts = self.next_timestamp(now_ms);
                     self.propose_raw(payload::encode_digest(ts), Replies::Upgrade(reply));
                 }
+                PeerMsg::SetQuota { quota, reply } => {
+                    self.propose_commands(std::mem::take(&mut batch), now_ms);
+                    if !self.is_leader() {
+                        let _ = reply.send(Err(self.not_leader()));
+                        continue;
+                    }
+                    let ts = self.next_timestamp(now_ms);
+                    self.propose_raw(payload::encode_quota(ts, quota), Replies::Upgrade(reply));
+                }
                 PeerMsg::Campaign => {
                     if !self.is_leader()
                         && let Err(e) = self.raw.campaign()

@@ -97,11 +97,7 @@ impl StateMachineHost for SimFsm {
         let mut out = Vec::with_capacity(commands.len());
         for c in commands {
             let r = run(&mut kv, c);
-            match r {
-                Ok(_) => kv.commit_command(),
-                Err(_) => kv.discard_command(),
-            }
-            out.push(r);
+            out.push(kv.settle(r));
         }
         (kv, out)
     }

@@ -97,7 +97,7 @@ impl World {
         self.checked_at.insert((node_id, g), applied);
         self.stats.max_applied = self.stats.max_applied.max(applied);
         self.stats.states_checked += 1;
-        let pairs = match KvReader::scan(&*store, g, b"", None, usize::MAX) {
+        let pairs = match KvReader::scan(&*store, g, b"", None).collect::<Result<Vec<_>, _>>() {
             Ok(p) => p,
             Err(e) => {
                 self.violation(format!("node {node_id} cannot scan group {g}: {e}"));
