@@ -7,6 +7,7 @@
 mod t10_single_node;
 mod t15_batch;
 mod t20_containment;
+mod t21_attacks;
 mod t30_many_groups;
 mod t40_cli;
 mod t50_examples;

@@ -20,6 +20,7 @@ use flotilla::proto::v1::{
 };
 use tonic::transport::Channel;
 
+pub mod attacks;
 pub mod linearizability;
 
 /// A port on 127.0.0.1 that was free a moment ago, chosen below the kernel's

@@ -61,11 +61,11 @@ pub(crate) fn link(linker: &mut Linker<Sandbox>) -> Result<(), PluginError> {
 fn get(mut store: Store<'_>, key: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
     charge(
         &mut store,
-        FUEL_PER_CALL + FUEL_PER_STORE_READ + meter::bytes_price(key.len()),
+        FUEL_PER_CALL + FUEL_PER_STORE_READ + meter::bytes_in(key.len()),
     )?;
     let value = store.data().kv.get(&key)?;
     if let Some(v) = &value {
-        charge(&mut store, meter::bytes_price(v.len()))?;
+        charge(&mut store, meter::bytes_out(v.len()))?;
     }
     Ok(value)
 }
@@ -73,13 +73,13 @@ fn get(mut store: Store<'_>, key: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> 
 fn put(mut store: Store<'_>, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<()> {
     charge(
         &mut store,
-        FUEL_PER_CALL + meter::bytes_price(key.len().saturating_add(value.len())),
+        FUEL_PER_CALL + meter::bytes_in(key.len().saturating_add(value.len())),
     )?;
     Ok(store.data_mut().kv.put(&key, &value)?)
 }
 
 fn delete(mut store: Store<'_>, key: Vec<u8>) -> wasmtime::Result<()> {
-    charge(&mut store, FUEL_PER_CALL + meter::bytes_price(key.len()))?;
+    charge(&mut store, FUEL_PER_CALL + meter::bytes_in(key.len()))?;
     Ok(store.data_mut().kv.delete(&key)?)
 }
 
@@ -94,12 +94,12 @@ fn scan(
     let end_len = end.as_ref().map_or(0, Vec::len);
     charge(
         &mut store,
-        FUEL_PER_CALL + FUEL_PER_STORE_READ + meter::bytes_price(start.len() + end_len),
+        FUEL_PER_CALL + FUEL_PER_STORE_READ + meter::bytes_in(start.len() + end_len),
     )?;
     let left = meter::left(&store)?;
     let affordable = ScanLimit {
         pairs: usize::try_from(left / FUEL_PER_SCAN_PAIR).unwrap_or(usize::MAX),
-        bytes: usize::try_from(meter::bytes_for(left)).unwrap_or(usize::MAX),
+        bytes: usize::try_from(meter::bytes_out_for(left)).unwrap_or(usize::MAX),
     };
     let limit = ScanLimit {
         pairs: (limit as usize).min(affordable.pairs),
@@ -110,7 +110,7 @@ fn scan(
         &mut store,
         (pairs.len() as u64)
             .saturating_mul(FUEL_PER_SCAN_PAIR)
-            .saturating_add(meter::bytes_price(bytes)),
+            .saturating_add(meter::bytes_out(bytes)),
     )?;
     Ok(pairs
         .into_iter()
@@ -119,10 +119,7 @@ fn scan(
 }
 
 fn write_log(mut store: Store<'_>, level: log::Level, message: String) -> wasmtime::Result<()> {
-    charge(
-        &mut store,
-        FUEL_PER_CALL + meter::bytes_price(message.len()),
-    )?;
+    charge(&mut store, FUEL_PER_CALL + meter::bytes_in(message.len()))?;
     let sandbox = store.data_mut();
     let line = cut(&message, limits::GUEST_LOG_LINE_BYTES_MAX);
     if level == log::Level::Error

@@ -18,24 +18,32 @@ use wasmtime::Trap;
 use super::sandbox::Sandbox;
 
 /// Any host call: crossing the component boundary both ways and lifting its arguments.
-pub(crate) const FUEL_PER_CALL: u64 = 1_000;
+pub(crate) const FUEL_PER_CALL: u64 = 1_500;
 /// A lookup that reaches the store (a `get` not answered by the command's own writes,
 /// the first step of a `scan`): a fjall point read or seek.
 pub(crate) const FUEL_PER_STORE_READ: u64 = 3_000;
-/// Each pair a `scan` returns (the iterator step and the merge with buffered writes).
-pub(crate) const FUEL_PER_SCAN_PAIR: u64 = 300;
-/// Each byte moved into or out of the guest or buffered for writing: keys, values,
-/// log lines.
-pub(crate) const FUEL_PER_BYTE: u64 = 1;
+/// Each pair a `scan` returns: the store iterator's step, the merge with buffered
+/// writes, and lowering two lists into the guest.
+pub(crate) const FUEL_PER_SCAN_PAIR: u64 = 4_500;
+/// Each byte handed to the host: keys, values to buffer, log lines.
+pub(crate) const FUEL_PER_BYTE_IN: u64 = 1;
+/// Each byte handed back to the guest: values read, scanned keys and values (read from
+/// the store, copied, then copied again into the guest's memory).
+pub(crate) const FUEL_PER_BYTE_OUT: u64 = 4;
 
-/// Bytes `fuel` pays for, at [`FUEL_PER_BYTE`].
-pub(crate) fn bytes_for(fuel: u64) -> u64 {
-    fuel / FUEL_PER_BYTE
+/// Bytes out `fuel` pays for.
+pub(crate) fn bytes_out_for(fuel: u64) -> u64 {
+    fuel / FUEL_PER_BYTE_OUT
 }
 
-/// The price of moving `bytes` bytes.
-pub(crate) fn bytes_price(bytes: usize) -> u64 {
-    (bytes as u64).saturating_mul(FUEL_PER_BYTE)
+/// The price of handing `bytes` bytes to the host.
+pub(crate) fn bytes_in(bytes: usize) -> u64 {
+    (bytes as u64).saturating_mul(FUEL_PER_BYTE_IN)
+}
+
+/// The price of handing `bytes` bytes back to the guest.
+pub(crate) fn bytes_out(bytes: usize) -> u64 {
+    (bytes as u64).saturating_mul(FUEL_PER_BYTE_OUT)
 }
 
 /// Takes `fuel` from the store's budget, or empties it and traps with `OutOfFuel` when
@@ -62,9 +70,10 @@ mod tests {
 
     #[test]
     fn prices_grow_with_bytes_and_do_not_overflow() {
-        assert_eq!(bytes_price(0), 0);
-        assert_eq!(bytes_price(10), 10 * FUEL_PER_BYTE);
-        assert_eq!(bytes_price(usize::MAX), u64::MAX, "saturates");
-        assert_eq!(bytes_for(bytes_price(4096)), 4096);
+        assert_eq!(bytes_in(0), 0);
+        assert_eq!(bytes_in(10), 10 * FUEL_PER_BYTE_IN);
+        assert_eq!(bytes_out(10), 10 * FUEL_PER_BYTE_OUT);
+        assert_eq!(bytes_out(usize::MAX), u64::MAX, "saturates");
+        assert_eq!(bytes_out_for(bytes_out(4096)), 4096);
     }
 }

@@ -21,8 +21,9 @@
 //!   `prefix` + zero-padded `first..first+count` with values of `value_bytes` bytes.
 //! - `{"scan_all":{}}`: walks every key with `kv::scan` pages of 10,000 pairs, keeping
 //!   nothing; `{"count":pairs}`.
-//! - `{"amplify":{"bytes":12582912}}`: a small command that writes `bytes` bytes in
-//!   values of at most 4 MiB.
+//! - `{"amplify":{"bytes":12582912,"prefix":"a1/"}}`: a small command that writes
+//!   `bytes` bytes in values of at most 4 MiB, under keys `prefix` + a number (`prefix`
+//!   defaults to `amp/`).
 //!
 //! Queries (output: a string or `null`):
 //! - `{"get":{"key":"k"}}`: the value, to check that state is unchanged.
@@ -86,6 +87,8 @@ pub enum Command {
     ScanAll {},
     Amplify {
         bytes: u64,
+        #[serde(default = "amplify_prefix")]
+        prefix: String,
     },
 }
 
@@ -114,6 +117,10 @@ pub enum Query {
 /// The hostile state machine.
 #[derive(Debug)]
 pub struct Hostile;
+
+fn amplify_prefix() -> String {
+    "amp/".into()
+}
 
 /// `n` as a length, or a rejection when it does not fit in memory.
 fn size(n: u64) -> Result<usize, Rejection> {
@@ -184,7 +191,7 @@ impl StateMachine for Hostile {
                 Ok(Output::Count(count))
             }
             Command::ScanAll {} => Ok(Output::Count(misbehave::scan_all())),
-            Command::Amplify { bytes } => {
+            Command::Amplify { bytes, prefix } => {
                 let chunk = 4 << 20;
                 let value = vec![b'a'; chunk];
                 let mut left = size(bytes)?;
@@ -192,7 +199,7 @@ impl StateMachine for Hostile {
                 while left > 0 {
                     let n = left.min(chunk);
                     kv::put(
-                        format!("amp/{i:08}").as_bytes(),
+                        format!("{prefix}{i:08}").as_bytes(),
                         value.get(..n).unwrap_or(&value),
                     );
                     left -= n;
