@@ -27,7 +27,7 @@ const PANIC_PREFIX: &str = "panic: ";
 const KV_INTERFACE: &str = "flotilla:fsm/kv@0.1.0";
 const LOG_INTERFACE: &str = "flotilla:fsm/log@0.1.0";
 
-type Store<'a> = StoreContextMut<'a, Sandbox>;
+pub(crate) type Store<'a> = StoreContextMut<'a, Sandbox>;
 
 /// Adds the world's imports to `linker`, and nothing else.
 pub(crate) fn link(linker: &mut Linker<Sandbox>) -> Result<(), PluginError> {
@@ -58,7 +58,7 @@ pub(crate) fn link(linker: &mut Linker<Sandbox>) -> Result<(), PluginError> {
     Ok(())
 }
 
-fn get(mut store: Store<'_>, key: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
+pub(crate) fn get(mut store: Store<'_>, key: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
     charge(
         &mut store,
         FUEL_PER_CALL + FUEL_PER_STORE_READ + meter::bytes_in(key.len()),
@@ -70,7 +70,7 @@ fn get(mut store: Store<'_>, key: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> 
     Ok(value)
 }
 
-fn put(mut store: Store<'_>, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<()> {
+pub(crate) fn put(mut store: Store<'_>, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<()> {
     charge(
         &mut store,
         FUEL_PER_CALL + meter::bytes_in(key.len().saturating_add(value.len())),
@@ -78,14 +78,14 @@ fn put(mut store: Store<'_>, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<(
     Ok(store.data_mut().kv.put(&key, &value)?)
 }
 
-fn delete(mut store: Store<'_>, key: Vec<u8>) -> wasmtime::Result<()> {
+pub(crate) fn delete(mut store: Store<'_>, key: Vec<u8>) -> wasmtime::Result<()> {
     charge(&mut store, FUEL_PER_CALL + meter::bytes_in(key.len()))?;
     Ok(store.data_mut().kv.delete(&key)?)
 }
 
 /// One page of a scan: at most `limit` pairs (capped), at most
 /// [`limits::KV_SCAN_BYTES_MAX`] bytes, and no more than the fuel left can pay for.
-fn scan(
+pub(crate) fn scan(
     mut store: Store<'_>,
     start: Vec<u8>,
     end: Option<Vec<u8>>,
@@ -118,7 +118,11 @@ fn scan(
         .collect())
 }
 
-fn write_log(mut store: Store<'_>, level: log::Level, message: String) -> wasmtime::Result<()> {
+pub(crate) fn write_log(
+    mut store: Store<'_>,
+    level: log::Level,
+    message: String,
+) -> wasmtime::Result<()> {
     charge(&mut store, FUEL_PER_CALL + meter::bytes_in(message.len()))?;
     let sandbox = store.data_mut();
     let line = cut(&message, limits::GUEST_LOG_LINE_BYTES_MAX);

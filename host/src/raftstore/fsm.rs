@@ -269,9 +269,11 @@ impl KvView {
         end: Option<&[u8]>,
         limit: ScanLimit,
     ) -> Result<(KvPairs, usize), FsmError> {
-        check_key("scan", start)?;
+        // Bounds may point into the host's keys (a scan to `0xFF 0xFF` is common): the
+        // range is cut below them instead. Only their length is checked.
+        check_key_len("scan", start)?;
         if let Some(end) = end {
-            check_key("scan", end)?;
+            check_key_len("scan", end)?;
         }
         let limit = ScanLimit {
             pairs: limit.pairs.min(limits::KV_SCAN_PAIRS_MAX),
@@ -376,9 +378,8 @@ impl KvView {
     }
 }
 
-/// Refuses a key the host cannot hold (over [`limits::KV_KEY_BYTES_MAX`]) or that
-/// belongs to the host (under [`super::dedup::RESERVED_PREFIX`]), naming the call.
-fn check_key(op: &str, key: &[u8]) -> Result<(), FsmError> {
+/// Refuses a key longer than the host holds ([`limits::KV_KEY_BYTES_MAX`]).
+fn check_key_len(op: &str, key: &[u8]) -> Result<(), FsmError> {
     if key.len() > limits::KV_KEY_BYTES_MAX {
         return Err(FsmError::KvLimit(format!(
             "kv.{op}: a key of {} bytes is over the limit of {} bytes",
@@ -386,6 +387,13 @@ fn check_key(op: &str, key: &[u8]) -> Result<(), FsmError> {
             limits::KV_KEY_BYTES_MAX
         )));
     }
+    Ok(())
+}
+
+/// Refuses a key the host cannot hold (over [`limits::KV_KEY_BYTES_MAX`]) or that
+/// belongs to the host (under [`super::dedup::RESERVED_PREFIX`]), naming the call.
+fn check_key(op: &str, key: &[u8]) -> Result<(), FsmError> {
+    check_key_len(op, key)?;
     if key.starts_with(super::dedup::RESERVED_PREFIX) {
         return Err(FsmError::KvMisuse(format!(
             "kv.{op}: keys starting with 0xFF 0xFF are reserved for the host"
