@@ -97,6 +97,12 @@ pub(crate) fn scan(
         FUEL_PER_CALL + FUEL_PER_STORE_READ + meter::bytes_in(start.len() + end_len),
     )?;
     let left = meter::left(&store)?;
+    if limit > 0 && left < FUEL_PER_SCAN_PAIR {
+        // Not even one pair can be paid for: running out, not an empty range (which a
+        // guest would take for the end of its scan).
+        store.set_fuel(0)?;
+        return Err(wasmtime::Trap::OutOfFuel.into());
+    }
     let affordable = ScanLimit {
         pairs: usize::try_from(left / FUEL_PER_SCAN_PAIR).unwrap_or(usize::MAX),
         bytes: usize::try_from(meter::bytes_out_for(left)).unwrap_or(usize::MAX),
@@ -105,14 +111,17 @@ pub(crate) fn scan(
         pairs: (limit as usize).min(affordable.pairs),
         bytes: limits::KV_SCAN_BYTES_MAX.min(affordable.bytes),
     };
-    let (pairs, bytes) = store.data().kv.scan(&start, end.as_deref(), limit)?;
+    let page = store.data().kv.scan(&start, end.as_deref(), limit)?;
+    // Every item the merge read is paid for, returned or not (a range of buffered
+    // deletes costs to walk as much as one of pairs).
     charge(
         &mut store,
-        (pairs.len() as u64)
+        (page.visited as u64)
             .saturating_mul(FUEL_PER_SCAN_PAIR)
-            .saturating_add(meter::bytes_out(bytes)),
+            .saturating_add(meter::bytes_out(page.bytes)),
     )?;
-    Ok(pairs
+    Ok(page
+        .pairs
         .into_iter()
         .map(|(key, value)| types::KvPair { key, value })
         .collect())

@@ -10,6 +10,13 @@
 //! ends the round first, so a group never reads its own uncommitted state through the
 //! store. One storage commit per entry, and then one per group, were costs of the write
 //! path in turn (issue 5's profile).
+//!
+//! Each entry of commands is held to the group's storage quota ([`quota`]); the usage
+//! record is written with the entry when it changes. A panic in host code while
+//! applying an entry is caught and becomes the entry's outcome (its commands rejected
+//! with [`FsmError::HostPanic`], nothing written): the same entry panics the same way on
+//! every replica, so they stay identical, and a restart does not replay it into a crash
+//! loop. Storage errors stay fatal (fail-stop).
 
 use std::sync::Arc;
 

@@ -7,6 +7,7 @@
 //! the applied index. Nothing here does IO: reads of committed state go through the
 //! [`KvReader`] trait that the storage room implements.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
@@ -61,8 +62,12 @@ pub enum FsmError {
     /// The plugin trapped (unreachable, out-of-bounds access, stack overflow, ...).
     #[error("the plugin trapped: {0}")]
     Trapped(String),
-    /// The call used up its fuel budget (an endless or too-long computation).
-    #[error("the plugin ran out of fuel (budget {budget} units per call)")]
+    /// The call used up its fuel budget (an endless or too-long computation, or too
+    /// much host work asked for: host calls are paid from the same budget).
+    #[error(
+        "the plugin ran out of fuel (budget {budget} units per call, for its instructions \
+         and the host work it asks for)"
+    )]
     OutOfFuel { budget: u64 },
     /// The plugin tried to grow its memory past the per-instance limit.
     #[error("the plugin exceeded its memory limit of {limit_bytes} bytes")]
@@ -132,6 +137,16 @@ pub trait KvReader: Send + Sync + 'static {
     /// Pairs with keys in `[start, end)` (`None`: to the end of the group) in ascending
     /// order, read as the caller iterates.
     fn scan<'a>(&'a self, group: GroupId, start: &[u8], end: Option<&[u8]>) -> KvIter<'a>;
+}
+
+/// One page of a [`KvView::scan`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Page {
+    pub pairs: KvPairs,
+    /// Bytes of the pairs' keys and values.
+    pub bytes: usize,
+    /// Items the merge read from every layer to make the page (at least `pairs.len()`).
+    pub visited: usize,
 }
 
 /// Buffered writes: `Some(value)` is a put, `None` a delete.
@@ -262,13 +277,15 @@ impl KvView {
     /// Pairs in `[start, end)`, ascending, merging buffered writes over committed state,
     /// as one page bounded by `limit` (its pairs capped by [`limits::KV_SCAN_PAIRS_MAX`];
     /// a plugin's scans also carry a byte budget, see the plugin room's `kv.scan`).
-    /// Nothing beyond the page is read. Returns the page and its bytes.
+    /// Nothing beyond the page is read. The page says how many items the merge visited
+    /// in all layers (pairs returned, and the ones hidden or replaced by buffered writes),
+    /// so that the caller can charge for the work and not only for what is returned.
     pub fn scan(
         &self,
         start: &[u8],
         end: Option<&[u8]>,
         limit: ScanLimit,
-    ) -> Result<(KvPairs, usize), FsmError> {
+    ) -> Result<Page, FsmError> {
         // Bounds may point into the host's keys (a scan to `0xFF 0xFF` is common): the
         // range is cut below them instead. Only their length is checked.
         check_key_len("scan", start)?;
@@ -286,22 +303,26 @@ impl KvView {
             _ => reserved,
         };
         if is_empty_range(start, Some(end)) {
-            return Ok((Vec::new(), 0));
+            return Ok(Page::default());
         }
         let range = (
             Bound::Included(start.to_vec()),
             Bound::Excluded(end.to_vec()),
         );
-        let layer = |writes: &'_ WriteSet| {
-            writes
-                .range::<Vec<u8>, _>(range.clone())
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect::<Vec<_>>()
-        };
-        let committed = self.reader.scan(self.group, start, Some(end));
-        let below = Overlay::new(layer(&self.entry).into_iter(), committed);
-        let merged = Overlay::new(layer(&self.command).into_iter(), Box::new(below));
-        collect_page(merged, limit).map_err(FsmError::Storage)
+        let visited = Cell::new(0usize);
+        let bump = || visited.set(visited.get() + 1);
+        let committed = self
+            .reader
+            .scan(self.group, start, Some(end))
+            .inspect(|_| bump());
+        let below = Overlay::new(layer(&self.entry, &range, &bump), Box::new(committed));
+        let merged = Overlay::new(layer(&self.command, &range, &bump), Box::new(below));
+        let (pairs, bytes) = collect_page(merged, limit).map_err(FsmError::Storage)?;
+        Ok(Page {
+            pairs,
+            bytes,
+            visited: visited.get(),
+        })
     }
 
     /// Keeps the current command's writes (it succeeded), unless they would take the
@@ -376,6 +397,19 @@ impl KvView {
         self.discard_command();
         self.entry
     }
+}
+
+/// A layer of buffered writes in `range`, read lazily (a write is copied only when the
+/// merge reaches it), calling `visit` for each one read.
+fn layer<'a>(
+    writes: &'a WriteSet,
+    range: &(Bound<Vec<u8>>, Bound<Vec<u8>>),
+    visit: &'a dyn Fn(),
+) -> impl Iterator<Item = (Vec<u8>, Option<Vec<u8>>)> + 'a {
+    writes
+        .range::<Vec<u8>, _>(range.clone())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .inspect(move |_| visit())
 }
 
 /// Refuses a key longer than the host holds ([`limits::KV_KEY_BYTES_MAX`]).
@@ -485,15 +519,42 @@ mod tests {
         kv.put(b"d", b"4").expect("put");
         assert_eq!(kv.get(b"a").expect("get"), None);
         assert_eq!(kv.get(b"b").expect("get"), Some(b"20".to_vec()));
-        let all = kv.scan(b"", None, ScanLimit::pairs(10)).expect("scan").0;
+        let all = kv
+            .scan(b"", None, ScanLimit::pairs(10))
+            .expect("scan")
+            .pairs;
         assert_eq!(keys(all), ["b=20", "c=3", "d=4"]);
         let bounded = kv
             .scan(b"b", Some(b"d"), ScanLimit::pairs(10))
             .expect("scan")
-            .0;
+            .pairs;
         assert_eq!(keys(bounded), ["b=20", "c=3"]);
-        let limited = kv.scan(b"", None, ScanLimit::pairs(1)).expect("scan").0;
+        let limited = kv.scan(b"", None, ScanLimit::pairs(1)).expect("scan").pairs;
         assert_eq!(keys(limited), ["b=20"]);
+    }
+
+    /// A page pays for what the merge walked, not only for what it returns: buffered
+    /// deletes that hide committed pairs are visited too.
+    #[test]
+    fn a_page_counts_the_items_it_walked_in_every_layer() {
+        let pairs: Vec<(String, String)> =
+            (0..50).map(|i| (format!("k{i:02}"), "v".into())).collect();
+        let refs: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let mut kv = view_over(&refs);
+        for (k, _) in pairs.iter().take(40) {
+            kv.delete(k.as_bytes()).expect("delete");
+        }
+        let page = kv.scan(b"", None, ScanLimit::pairs(5)).expect("scan");
+        assert_eq!(
+            keys(page.pairs.clone()),
+            ["k40=v", "k41=v", "k42=v", "k43=v", "k44=v"]
+        );
+        // 40 deletes and the 40 pairs they hide, then the 5 returned (and one peeked).
+        assert!(page.visited >= 85, "{}", page.visited);
+        assert_eq!(page.bytes, 5 * 4);
     }
 
     #[test]

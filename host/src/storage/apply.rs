@@ -1,5 +1,10 @@
 //! [`ApplyStore`] and [`KvReader`] on fjall: plugin KV data scoped by group, and the
 //! apply state committed in the same batch as the state changes it covers.
+//!
+//! No key from outside reaches lsm-tree unchecked (it panics on keys over 65,535
+//! bytes): a read of a longer key finds nothing, a scan bound is clamped to one that
+//! admits the same stored keys (`keys::storable_bound`), and a write of one is an error.
+//! Scans hand out pairs as they are read, never a materialized range.
 
 use super::keys;
 use super::store::{Store, err};

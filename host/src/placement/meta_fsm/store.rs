@@ -49,7 +49,7 @@ pub(super) fn scan<T: DeserializeOwned>(
 ) -> Result<Vec<(Vec<u8>, T)>, MetaError> {
     // Meta records are small and counted by their own limits: no byte budget.
     kv.scan(start, Some(end), ScanLimit::pairs(limit as usize))?
-        .0
+        .pairs
         .into_iter()
         .map(|(k, v)| {
             let record = decode_record(&k, &v)?;
