@@ -185,13 +185,9 @@ async fn neighbour_writes(
 ) -> (Vec<Duration>, usize) {
     let mut latencies = Vec::new();
     let mut errors = 0;
-    let Ok(ch) = tonic::transport::Channel::from_shared(format!("http://{addr}")) else {
+    let Ok(mut c) = connect(&addr).await else {
         return (latencies, 1);
     };
-    let Ok(ch) = ch.connect().await else {
-        return (latencies, 1);
-    };
-    let mut c = flotilla::proto::v1::client_client::ClientClient::new(ch);
     let mut i = 0u64;
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();
@@ -212,6 +208,19 @@ async fn neighbour_writes(
         i += 1;
     }
     (latencies, errors)
+}
+
+/// A client of the node at `addr` that takes answers up to 64 MiB.
+async fn connect(
+    addr: &str,
+) -> Result<flotilla::proto::v1::client_client::ClientClient<tonic::transport::Channel>, String> {
+    let ch = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .map_err(|e| e.to_string())?
+        .connect()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(flotilla::proto::v1::client_client::ClientClient::new(ch)
+        .max_decoding_message_size(64 << 20))
 }
 
 /// Samples the resident memory of `pids` every 25 ms until `stop`; returns the highest
@@ -382,13 +391,7 @@ pub async fn scan_queries(rig: &Rig, group: u64, concurrency: usize) -> String {
         .map(|_| {
             let node = rig.cluster.nodes[0].addr.clone();
             tokio::spawn(async move {
-                let ch = tonic::transport::Channel::from_shared(format!("http://{node}"))
-                    .map_err(|e| e.to_string())?
-                    .connect()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let mut c = flotilla::proto::v1::client_client::ClientClient::new(ch)
-                    .max_decoding_message_size(64 << 20);
+                let mut c = connect(&node).await?;
                 query(
                     &mut c,
                     group,
@@ -422,12 +425,7 @@ pub async fn amplify(rig: &Rig, group: u64, commands: usize) -> String {
             .map(|&i| {
                 let node = rig.cluster.nodes[0].addr.clone();
                 tokio::spawn(async move {
-                    let ch = tonic::transport::Channel::from_shared(format!("http://{node}"))
-                        .map_err(|e| e.to_string())?
-                        .connect()
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    let mut c = flotilla::proto::v1::client_client::ClientClient::new(ch);
+                    let mut c = connect(&node).await?;
                     let command =
                         json!({"amplify": {"bytes": 12u64 << 20, "prefix": format!("a{i}/")}});
                     // As a client would: a command that did not run is sent again.
@@ -478,12 +476,7 @@ pub async fn statics(rig: &Rig, group: u64, n: usize) -> String {
         .map(|_| {
             let node = rig.cluster.nodes[0].addr.clone();
             tokio::spawn(async move {
-                let ch = tonic::transport::Channel::from_shared(format!("http://{node}"))
-                    .ok()?
-                    .connect()
-                    .await
-                    .ok()?;
-                let mut c = flotilla::proto::v1::client_client::ClientClient::new(ch);
+                let mut c = connect(&node).await.ok()?;
                 let v = query(
                     &mut c,
                     group,

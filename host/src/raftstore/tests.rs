@@ -74,6 +74,14 @@ fn start(mem: &Arc<MemStore>) -> (RaftStore, super::StoreThreads) {
     .expect("threads start")
 }
 
+/// Shuts the loops down and waits for their threads.
+async fn stop(store: RaftStore, threads: super::StoreThreads) {
+    store.shutdown();
+    tokio::task::spawn_blocking(move || threads.join())
+        .await
+        .expect("join");
+}
+
 fn spec(g: u64) -> PeerSpec {
     PeerSpec {
         group: GroupId(g),
@@ -130,10 +138,7 @@ async fn proposals_apply_once_across_a_crash() {
         assert_eq!(value(&store, g).await, 100);
     }
     store.destroy(GroupId(3)).await.expect("destroy");
-    store.shutdown();
-    tokio::task::spawn_blocking(move || threads.join())
-        .await
-        .expect("join");
+    stop(store, threads).await;
 
     // Unsynced apply writes are lost; the log replays them exactly once.
     mem.crash();
@@ -143,10 +148,7 @@ async fn proposals_apply_once_across_a_crash() {
         assert_eq!(value(&store, g).await, 100, "group {g} after crash");
     }
     assert!(store.applied(GroupId(3)).is_none());
-    store.shutdown();
-    tokio::task::spawn_blocking(move || threads.join())
-        .await
-        .expect("join");
+    stop(store, threads).await;
 }
 
 /// `read_query` passes the barrier and runs the query in one call: it sees every write
@@ -178,10 +180,7 @@ async fn a_read_query_sees_acknowledged_writes_and_fails_where_no_barrier_can_pa
             .await,
         Err(RaftError::GroupNotFound(GroupId(9)))
     );
-    store.shutdown();
-    tokio::task::spawn_blocking(move || threads.join())
-        .await
-        .expect("join");
+    stop(store, threads).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -209,10 +208,7 @@ async fn lease_and_upgrade_go_through_the_leader() {
     let st = store.status(GroupId(1)).await.expect("status");
     assert_eq!(st.role, "Leader");
     assert!(st.commit_index >= at);
-    store.shutdown();
-    tokio::task::spawn_blocking(move || threads.join())
-        .await
-        .expect("join");
+    stop(store, threads).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -248,10 +244,7 @@ async fn log_compaction_on_fjall_survives_restart() {
     let st = store.status(GroupId(1)).await.expect("status");
     assert!(st.first_index > 1, "log was never compacted: {st:?}");
     assert!(st.last_index - st.first_index < entries, "{st:?}");
-    store.shutdown();
-    tokio::task::spawn_blocking(move || threads.join())
-        .await
-        .expect("join");
+    stop(store, threads).await;
 
     let (store, threads) = open();
     store.start_peer(spec(1)).await.expect("restart");
@@ -261,10 +254,7 @@ async fn log_compaction_on_fjall_survives_restart() {
         .await
         .expect("propose after restart");
     assert_eq!(value(&store, 1).await, entries as i64 + 1);
-    store.shutdown();
-    tokio::task::spawn_blocking(move || threads.join())
-        .await
-        .expect("join");
+    stop(store, threads).await;
 }
 
 /// A panic in host code while applying is the entry's deterministic outcome, not a
@@ -301,18 +291,12 @@ async fn host_panics_reject_the_command_or_read_and_the_node_goes_on() {
         );
     }
     assert_eq!(value(&store, 1).await, 7, "reads still answered");
-    store.shutdown();
-    tokio::task::spawn_blocking(move || threads.join())
-        .await
-        .expect("join");
+    stop(store, threads).await;
     mem.crash();
     let (store, threads) = start(&mem);
     store.start_peer(spec(1)).await.expect("restart");
     assert_eq!(value(&store, 1).await, 7, "replayed past the panic");
-    store.shutdown();
-    tokio::task::spawn_blocking(move || threads.join())
-        .await
-        .expect("join");
+    stop(store, threads).await;
 }
 
 /// A quota set through the log refuses commands that would grow the group past it,
@@ -351,10 +335,7 @@ async fn a_quota_refuses_growth_past_it_and_keeps_exact_usage() {
         (account.quota, account.usage),
         (quota, Usage { keys: 4, bytes: 11 })
     );
-    store.shutdown();
-    tokio::task::spawn_blocking(move || threads.join())
-        .await
-        .expect("join");
+    stop(store, threads).await;
     mem.crash();
     let (store, threads) = start(&mem);
     store.start_peer(spec(1)).await.expect("restart");
@@ -364,10 +345,7 @@ async fn a_quota_refuses_growth_past_it_and_keeps_exact_usage() {
         (account.quota, account.usage),
         (quota, Usage { keys: 4, bytes: 11 })
     );
-    store.shutdown();
-    tokio::task::spawn_blocking(move || threads.join())
-        .await
-        .expect("join");
+    stop(store, threads).await;
 }
 
 /// Delivers raft messages between in-process nodes; a node can be cut off.
