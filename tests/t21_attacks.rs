@@ -7,9 +7,9 @@
 //! replicas of every group agree.
 //!
 //! The bound on the neighbour's worst write is [`NEIGHBOUR_WORST`], for this debug
-//! build on a 2-core CI machine. Before the fix the same attacks held the neighbour
-//! 4.3-26.7 s; the release build measures 3-190 ms (`examples/attacks.rs`, figures in
-//! `bench/results/attacks-*.md`).
+//! build on a 2-core CI machine. Before the fix the same attacks (at the sizes)
+//! held the neighbour 3.3-27.5 s; after it, 5-257 ms in release (`examples/attacks.rs`,
+//! figures in `bench/results/attacks-*-2026-12-08.md`).
 
 use std::time::Duration;
 
