@@ -159,11 +159,7 @@ fn host_panic(
     call: &str,
     panic: &(dyn std::any::Any + Send),
 ) -> FsmError {
-    let why = panic
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| panic.downcast_ref::<&str>().copied())
-        .unwrap_or("a panic without a message");
+    let why = crate::raftstore::panic_message(panic);
     metrics.host_panics.inc();
     tracing::error!(
         group = log.group.0,

@@ -363,11 +363,7 @@ impl ApplyLoop {
         entry: &Entry,
         panic: &(dyn std::any::Any + Send),
     ) -> (WriteSet, Outcome) {
-        let why = panic
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| panic.downcast_ref::<&str>().copied())
-            .unwrap_or("a panic without a message");
+        let why = super::panic_message(panic);
         self.metrics.host_panics.inc();
         tracing::error!(
             group = group.0,

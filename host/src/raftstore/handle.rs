@@ -64,11 +64,7 @@ impl StoreThreads {
 /// fatal for the node instead of leaving a half-alive process whose requests hang.
 fn fail_stop(name: &str, fatal: &FatalHandler, run: impl FnOnce()) {
     if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
-        let why = panic
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| panic.downcast_ref::<&str>().copied())
-            .unwrap_or("unknown panic");
+        let why = super::panic_message(&*panic);
         fatal(&format!("the {name} panicked: {why}"));
     }
 }

@@ -50,6 +50,15 @@ pub use msg::{GroupStatus, PeerChange, PeerSpec, Proposed, RaftError, ReadKind};
 /// an unreadable log). The server's handler logs and exits: fail-stop, never retry.
 pub type FatalHandler = Arc<dyn Fn(&str) + Send + Sync>;
 
+/// The message a caught panic carried (panics carry a `String` or a `&str`).
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic without a message")
+}
+
 /// Wall-clock milliseconds, used only for the leader-assigned entry timestamp.
 pub trait Clock: Send + Sync + 'static {
     fn now_ms(&self) -> u64;

@@ -156,11 +156,7 @@ type Outcomes = (Vec<Result<Vec<u8>, FsmError>>, u64);
 
 /// The error every read of `group` in a batch gets when answering them panicked.
 fn contained(deps: &QueryDeps, group: GroupId, panic: &(dyn std::any::Any + Send)) -> RaftError {
-    let why = panic
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| panic.downcast_ref::<&str>().copied())
-        .unwrap_or("a panic without a message");
+    let why = super::panic_message(panic);
     deps.metrics.host_panics.inc();
     tracing::error!(
         group = group.0,

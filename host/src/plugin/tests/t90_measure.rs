@@ -144,3 +144,60 @@ fn host_work_against_guest_work() {
         );
     }
 }
+
+/// What holding a group to its quota costs an entry of blind `set`s of new keys on a
+/// fjall store: the same entries applied with and without the account (whose upkeep is
+/// one value-size lookup per written key).
+#[test]
+#[ignore = "a measurement; run by hand"]
+fn quota_upkeep_per_write() {
+    use crate::raftstore::fsm::{KvReader, KvView};
+    use crate::raftstore::quota::Account;
+    use crate::raftstore::traits::{ApplyState, ApplyStore};
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = Arc::new(crate::storage::Store::open(&dir.path().join("db")).expect("store"));
+    let group = super::fixture::GROUP;
+    let (runtime, digest, _code) = runtime_with(KV);
+    let reader: Arc<dyn KvReader> = store.clone();
+    let state = ApplyState {
+        applied_index: 1,
+        applied_term: 1,
+        applied_timestamp_ms: 0,
+        plugin: PluginDigest::of(KV),
+    };
+    let mut next = 0u64;
+    let mut entry_of = |n: usize| -> Vec<Vec<u8>> {
+        (0..n)
+            .map(|_| {
+                next += 1;
+                format!(r#"{{"set":{{"key":"key-{next:012}","value":"0123456789abcdef"}}}}"#)
+                    .into_bytes()
+            })
+            .collect()
+    };
+    for commands_per_entry in [4usize, 64] {
+        for tracked in [false, true, false, true] {
+            let entries = 4000 / commands_per_entry;
+            let started = Instant::now();
+            for index in 0..entries as u64 {
+                let commands = entry_of(commands_per_entry);
+                let refs: Vec<&[u8]> = commands.iter().map(Vec::as_slice).collect();
+                let mut view = KvView::for_apply(reader.clone(), group);
+                if tracked {
+                    view = view.with_account(Account::default());
+                }
+                let (view, outcomes) = runtime.apply_entry(digest, entry(index), &refs, view);
+                assert!(outcomes.iter().all(Result::is_ok));
+                store
+                    .commit_apply(group, view.into_writes(), state, None)
+                    .expect("commit");
+            }
+            let per_command_us =
+                started.elapsed().as_secs_f64() * 1e6 / (entries * commands_per_entry) as f64;
+            println!(
+                "{commands_per_entry:>3} sets/entry, quota tracked: {tracked:<5} {per_command_us:7.2} µs per set"
+            );
+        }
+    }
+}
