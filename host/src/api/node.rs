@@ -238,7 +238,7 @@ impl Node {
     ) -> Result<(PluginDigest, bool), Status> {
         let runtime = self.plugins.clone();
         let (validated, bytes) = tokio::task::spawn_blocking(move || {
-            let v = runtime.validate(&bytes);
+            let v = runtime.validate_deploy(&bytes);
             let v = v.and_then(|v| runtime.load(v.digest, &bytes).map(|_| v));
             (v, bytes)
         })

@@ -45,6 +45,15 @@ pub enum PluginError {
          export `apply` and `query` with the flotilla SDK's export macro"
     )]
     NotFsmWorld(String),
+    /// The plugin implements the `stateful-fsm` world, which nodes cannot run yet:
+    /// refused at deploy rather than run as if it kept no state.
+    #[error(
+        "the plugin implements the stateful-fsm world (it exports snapshot-chunk and \
+         restore-chunk): this node cannot run plugins that keep their state in linear \
+         memory yet, and would run it as if it kept none. Build it for the fsm world, \
+         keeping state in the host KV (flotilla_sdk::kv)"
+    )]
+    StatefulNotSupported,
     /// The plugin is valid WebAssembly but cannot be compiled for this node's sandbox
     /// (a disabled proposal such as threads, or more memories or instances than a
     /// plugin may have).
@@ -78,6 +87,7 @@ impl PluginError {
             | Self::ForbiddenImports(_)
             | Self::NotFsmWorld(_)
             | Self::Compile(_)
+            | Self::StatefulNotSupported
             | Self::DigestMismatch { .. } => true,
             Self::Engine(_) | Self::Cache { .. } => false,
         }

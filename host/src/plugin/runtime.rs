@@ -89,6 +89,17 @@ impl PluginRuntime {
         Ok(checked.plugin)
     }
 
+    /// [`Self::validate`], and the rules of a new deployment on top: a plugin of the
+    /// `stateful-fsm` world is refused until nodes can run one
+    /// ([`PluginError::StatefulNotSupported`]). Plugins deployed before keep loading.
+    pub fn validate_deploy(&self, bytes: &[u8]) -> Result<ValidatedPlugin, PluginError> {
+        let plugin = self.validate(bytes)?;
+        if plugin.stateful {
+            return Err(PluginError::StatefulNotSupported);
+        }
+        Ok(plugin)
+    }
+
     /// Makes `digest` runnable. `original_bytes` are the plugin as uploaded (they must
     /// hash to `digest`); they are only validated and compiled when the cache has no
     /// code for them. Idempotent.

@@ -31,6 +31,19 @@ fn the_snapshot_exports_mark_a_stateful_plugin() {
     assert_eq!(runtime.is_stateful(digest), Some(true));
 }
 
+/// A new deployment of a stateful plugin is refused, saying why, until nodes can run
+/// one (a plugin deployed before still loads, so groups that run it keep running).
+#[test]
+fn a_stateful_plugin_is_refused_at_deploy() {
+    let (runtime, _dir) = runtime();
+    let bytes = stateful_guest();
+    let err = runtime.validate_deploy(&bytes).expect_err("refused");
+    assert!(matches!(err, PluginError::StatefulNotSupported), "{err}");
+    assert!(err.is_invalid_input());
+    assert!(err.to_string().contains("stateful-fsm"), "{err}");
+    assert!(runtime.validate_deploy(&guest()).is_ok());
+}
+
 #[test]
 fn garbage_is_not_wasm() {
     let (runtime, _dir) = runtime();
