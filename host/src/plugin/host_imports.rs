@@ -61,7 +61,7 @@ pub(crate) fn link(linker: &mut Linker<Sandbox>) -> Result<(), PluginError> {
 pub(crate) fn get(mut store: Store<'_>, key: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
     charge(
         &mut store,
-        FUEL_PER_CALL + FUEL_PER_STORE_READ + meter::bytes_in(key.len()),
+        FUEL_PER_CALL + FUEL_PER_STORE_READ + meter::key_lookup(key.len()),
     )?;
     let value = store.data().kv.get(&key)?;
     if let Some(v) = &value {
@@ -70,16 +70,24 @@ pub(crate) fn get(mut store: Store<'_>, key: Vec<u8>) -> wasmtime::Result<Option
     Ok(value)
 }
 
+/// A write pays for a store read as well: the quota's lookup of what the key held,
+/// when the command's writes are kept.
 pub(crate) fn put(mut store: Store<'_>, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<()> {
     charge(
         &mut store,
-        FUEL_PER_CALL + meter::bytes_in(key.len().saturating_add(value.len())),
+        FUEL_PER_CALL
+            + FUEL_PER_STORE_READ
+            + meter::key_lookup(key.len())
+            + meter::bytes_in(value.len()),
     )?;
     Ok(store.data_mut().kv.put(&key, &value)?)
 }
 
 pub(crate) fn delete(mut store: Store<'_>, key: Vec<u8>) -> wasmtime::Result<()> {
-    charge(&mut store, FUEL_PER_CALL + meter::bytes_in(key.len()))?;
+    charge(
+        &mut store,
+        FUEL_PER_CALL + FUEL_PER_STORE_READ + meter::key_lookup(key.len()),
+    )?;
     Ok(store.data_mut().kv.delete(&key)?)
 }
 
@@ -94,7 +102,7 @@ pub(crate) fn scan(
     let end_len = end.as_ref().map_or(0, Vec::len);
     charge(
         &mut store,
-        FUEL_PER_CALL + FUEL_PER_STORE_READ + meter::bytes_in(start.len() + end_len),
+        FUEL_PER_CALL + FUEL_PER_STORE_READ + meter::key_lookup(start.len() + end_len),
     )?;
     let left = meter::left(&store)?;
     if limit > 0 && left < FUEL_PER_SCAN_PAIR {

@@ -19,13 +19,14 @@ use super::sandbox::Sandbox;
 
 /// Any host call: crossing the component boundary both ways and lifting its arguments.
 pub(crate) const FUEL_PER_CALL: u64 = 1_500;
-/// A lookup that reaches the store (a `get` not answered by the command's own writes,
-/// the first step of a `scan`): a fjall point read or seek.
+/// A lookup that reaches the store: a `get`, the first step of a `scan`, and each
+/// `put` or `delete` (whose old value the quota looks up when the command's writes are
+/// kept): a fjall point read or seek.
 pub(crate) const FUEL_PER_STORE_READ: u64 = 3_000;
 /// Each pair a `scan` returns: the store iterator's step, the merge with buffered
 /// writes, and lowering two lists into the guest.
 pub(crate) const FUEL_PER_SCAN_PAIR: u64 = 4_500;
-/// Each byte handed to the host: keys, values to buffer, log lines.
+/// Each byte handed to the host that no lookup reads: values to buffer, log lines.
 pub(crate) const FUEL_PER_BYTE_IN: u64 = 1;
 /// Each byte handed back to the guest: values read, scanned keys and values (read from
 /// the store, copied, then copied again into the guest's memory).
@@ -39,6 +40,13 @@ pub(crate) fn bytes_out_for(fuel: u64) -> u64 {
 /// The price of handing `bytes` bytes to the host.
 pub(crate) fn bytes_in(bytes: usize) -> u64 {
     (bytes as u64).saturating_mul(FUEL_PER_BYTE_IN)
+}
+
+/// The price of a key of `bytes` bytes that a store lookup hashes and compares (a
+/// `get`, a `scan` bound, a written key whose old value the quota looks up): as dear
+/// as bytes handed back, which is what a miss on a 16 KiB key measured.
+pub(crate) fn key_lookup(bytes: usize) -> u64 {
+    bytes_out(bytes)
 }
 
 /// The price of handing `bytes` bytes back to the guest.
