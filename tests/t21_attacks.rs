@@ -8,7 +8,7 @@
 //!
 //! The bound on the neighbour's worst write is [`NEIGHBOUR_WORST`], for this debug
 //! build on a 2-core CI machine. Before the fix the same attacks (at the sizes)
-//! held the neighbour 3.3-27.5 s; after it, 5-257 ms in release (`examples/attacks.rs`,
+//! held the neighbour 3.3-27.5 s; after it, 4-310 ms in release (`examples/attacks.rs`,
 //! figures in `bench/results/attacks-*-2026-12-08.md`).
 
 use std::time::Duration;
